@@ -1,0 +1,48 @@
+// The raw-pointer interface between the torch-facing code and the kernels (CPU instruction-set variants
+// and CUDA). Plain data only.
+#pragma once
+#include <stdint.h>
+
+#include "erda_config.h"
+
+namespace erda {
+
+struct RowArgs {
+  // inputs: (N, C) rows with unit class stride
+  const void* s = nullptr;
+  const void* z = nullptr;
+  int64_t s_row_stride = 0, z_row_stride = 0;
+  const int64_t* labels = nullptr;  // (N,) or null: every point unlabeled
+  int64_t label_stride = 1;
+  int64_t ignore_index = -1;
+  const int64_t* counts = nullptr;  // [labeled points, points in the ERDA set]
+  int64_t N = 0;
+  int C = 0;
+  int dtype = kFloat32;  // storage type of s, z and the gradients
+  LossConfig cfg;
+  // forward outputs, in the compute type (float64 for float64 inputs, else float32)
+  void* stats = nullptr;    // (kNumStats, N)
+  void* rowloss = nullptr;  // (N,)
+  // backward
+  const void* grad = nullptr;  // grad_output in the compute type: a scalar (grad_stride 0) or (N,)
+  int64_t grad_stride = 0;
+  void* gs = nullptr;  // (N, C) contiguous, storage type, or null
+  void* gz = nullptr;
+};
+
+using RowsFn = void (*)(const RowArgs&, int64_t begin, int64_t end);
+
+// CPU variants, one per instruction set (csrc/cpu/rows_<isa>.cpp).
+void forward_rows_generic(const RowArgs&, int64_t begin, int64_t end);
+void backward_rows_generic(const RowArgs&, int64_t begin, int64_t end);
+#if defined(__x86_64__) || defined(_M_X64)
+#define ERDA_HAVE_AVX2_VARIANT 1
+void forward_rows_avx2(const RowArgs&, int64_t begin, int64_t end);
+void backward_rows_avx2(const RowArgs&, int64_t begin, int64_t end);
+#endif
+
+// CUDA launchers (csrc/cuda/erda_loss_kernels.cu); `stream` is a cudaStream_t.
+void launch_forward_cuda(const RowArgs&, void* stream);
+void launch_backward_cuda(const RowArgs&, void* stream);
+
+}  // namespace erda
