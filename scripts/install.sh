@@ -21,17 +21,20 @@ export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 
 step() { echo; echo "== $*"; }
 
-# 1. System packages: BLAS for MinkowskiEngine, a C++ toolchain.
-if ! ldconfig -p 2>/dev/null | grep -q libopenblas || [ ! -e /usr/include/x86_64-linux-gnu/cblas.h -a ! -e /usr/include/cblas.h -a ! -e /usr/include/openblas/cblas.h ]; then
-  step "system packages (libopenblas-dev)"
+# 1. System packages: OpenBLAS headers for MinkowskiEngine, a C++ toolchain.
+missing=()
+dpkg -s libopenblas-dev >/dev/null 2>&1 || missing+=(libopenblas-dev)
+command -v g++ >/dev/null 2>&1 || missing+=(build-essential)
+if [ ${#missing[@]} -gt 0 ]; then
+  step "system packages (${missing[*]})"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libopenblas-dev build-essential >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # 2. pip new enough to pass --config-settings through to MinkowskiEngine's setup.py.
 step "pip"
-"$PY" -m pip install -q --upgrade "pip>=23.3"
+"$PY" -m pip install -q "pip>=23.3"
 
 # 3. PyTorch first, pinned (an unpinned torch pulls a multi-GB CUDA build).
 if ! "$PY" -c "import torch" 2>/dev/null; then

@@ -1,0 +1,173 @@
+// C++ tests of the row maths without PyTorch: every CPU variant against a float64 reference written
+// out here from the definitions (loss, statistics, both gradients), and the fp16/bf16 conversions.
+#define ERDA_ISA row_test
+#include <math.h>
+#include <stdio.h>
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "erda_row.h"
+#include "kernel_api.h"
+
+using namespace erda;
+
+static int failures = 0;
+#define CHECK(cond, ...)                         \
+  do {                                           \
+    if (!(cond)) {                               \
+      ++failures;                                \
+      if (failures < 20) {                       \
+        printf("FAIL %s:%d: ", __FILE__, __LINE__); \
+        printf(__VA_ARGS__);                     \
+        printf("\n");                            \
+      }                                          \
+    }                                            \
+  } while (0)
+
+static bool close(double a, double b, double rtol, double atol) {
+  if (isnan(a) || isnan(b)) return isnan(a) && isnan(b);
+  return fabs(a - b) <= atol + rtol * fabs(b);
+}
+
+// Float64 reference of one row: loss a*c + b*e and its gradients by central differences of that loss.
+struct RefRow {
+  static double loss(const std::vector<double>& s, const std::vector<double>& z, int y, bool in_set, double a,
+                     double b, int dist, double ew) {
+    const int C = int(s.size());
+    double ms = -INFINITY, mz = -INFINITY, Ss = 0, Sz = 0;
+    for (int k = 0; k < C; ++k) ms = fmax(ms, s[k]), mz = fmax(mz, z[k]);
+    for (int k = 0; k < C; ++k) Ss += exp(s[k] - ms), Sz += exp(z[k] - mz);
+    std::vector<double> p(C), q(C);
+    for (int k = 0; k < C; ++k) p[k] = exp(s[k] - ms) / Ss, q[k] = exp(z[k] - mz) / Sz;
+    double H = 0, D = 0;
+    for (int k = 0; k < C; ++k) {
+      if (p[k] > 0) H -= p[k] * log(p[k]);
+      if (dist == kKL && p[k] > 0) D += p[k] * log(p[k] / q[k]);
+      if (dist == kReverseKL && q[k] > 0) D += q[k] * log(q[k] / p[k]);
+      if (dist == kJS) {
+        const double m = (p[k] + q[k]) / 2;
+        if (p[k] > 0) D += 0.5 * p[k] * log(p[k] / m);
+        if (q[k] > 0) D += 0.5 * q[k] * log(q[k] / m);
+      }
+      if (dist == kMSE) D += 0.5 * (p[k] - q[k]) * (p[k] - q[k]);
+    }
+    double L = 0;
+    if (y >= 0) L += a * -log(q[y]);
+    if (in_set) L += b * (ew * H + D);
+    return L;
+  }
+};
+
+struct Variant {
+  const char* name;
+  RowsFn fwd, bwd;
+};
+
+static void test_variant(const Variant& v) {
+  std::mt19937 gen(42);
+  std::normal_distribution<double> nd(0.0, 1.5);
+  for (int C : {1, 3, 8, 13, 20, 40, 67}) {
+    for (int dist = 0; dist < 4; ++dist) {
+      const int64_t N = 9;
+      std::vector<float> s(N * C), z(N * C), gs(N * C), gz(N * C), stats(kNumStats * N), rowloss(N);
+      for (auto& x : s) x = float(nd(gen));
+      for (auto& x : z) x = float(nd(gen));
+      std::vector<int64_t> labels(N);
+      int64_t n_lab = 0;
+      for (int64_t i = 0; i < N; ++i) {
+        labels[i] = (i % 3 == 0) ? int64_t(gen() % C) : -1;
+        n_lab += labels[i] >= 0;
+      }
+      for (bool erda_all : {false, true}) {
+        int64_t counts[2] = {n_lab, erda_all ? N : N - n_lab};
+        RowArgs a;
+        a.s = s.data();
+        a.z = z.data();
+        a.s_row_stride = C;
+        a.z_row_stride = C;
+        a.labels = labels.data();
+        a.counts = counts;
+        a.N = N;
+        a.C = C;
+        a.cfg.distance = dist;
+        a.cfg.reduction = kMean;
+        a.cfg.entropy_weight = 0.7f;
+        a.cfg.erda_weight = 0.3f;
+        a.cfg.ce_weight = 1.2f;
+        a.cfg.erda_all = erda_all;
+        a.stats = stats.data();
+        a.rowloss = rowloss.data();
+        const float g = 1.5f;
+        a.grad = &g;
+        a.grad_stride = 0;
+        a.gs = gs.data();
+        a.gz = gz.data();
+        v.fwd(a, 0, N);
+        v.bwd(a, 0, N);
+        const double ca = 1.2 / double(counts[0] > 0 ? counts[0] : 1), cb = 0.3 / double(counts[1] > 0 ? counts[1] : 1);
+        for (int64_t i = 0; i < N; ++i) {
+          std::vector<double> si(s.begin() + i * C, s.begin() + (i + 1) * C), zi(z.begin() + i * C, z.begin() + (i + 1) * C);
+          const int y = int(labels[i]);
+          const bool in_set = erda_all || y < 0;
+          const double ai = y >= 0 ? ca : 0, bi = in_set ? cb : 0;
+          const double L = RefRow::loss(si, zi, y, in_set, ai, bi, dist, 0.7);
+          CHECK(close(rowloss[i], L, 1e-5, 1e-6), "%s C=%d dist=%d row %ld: loss %.9g vs %.9g", v.name, C, dist, long(i),
+                rowloss[i], L);
+          for (int k = 0; k < C; ++k) {
+            const double h = 1e-5;
+            auto fd = [&](std::vector<double>& x) {
+              const double x0 = x[k];
+              x[k] = x0 + h;
+              const double up = RefRow::loss(si, zi, y, in_set, ai, bi, dist, 0.7);
+              x[k] = x0 - h;
+              const double dn = RefRow::loss(si, zi, y, in_set, ai, bi, dist, 0.7);
+              x[k] = x0;
+              return 1.5 * (up - dn) / (2 * h);
+            };
+            const double es = fd(si), ez = fd(zi);
+            CHECK(close(gs[i * C + k], es, 1e-4, 1e-7), "%s C=%d dist=%d grad s[%ld,%d] %.9g vs %.9g", v.name, C, dist,
+                  long(i), k, gs[i * C + k], es);
+            CHECK(close(gz[i * C + k], ez, 1e-4, 1e-7), "%s C=%d dist=%d grad z[%ld,%d] %.9g vs %.9g", v.name, C, dist,
+                  long(i), k, gz[i * C + k], ez);
+          }
+        }
+      }
+    }
+  }
+}
+
+static void test_conversions() {
+  // every finite half and bfloat16 value survives float and back; NaN stays NaN
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float f = widen(half_t{uint16_t(h)});
+    const uint16_t back = Narrow<half_t>::from(f).x;
+    if (isnan(f)) CHECK((back & 0x7c00) == 0x7c00 && (back & 0x3ff), "half NaN 0x%04x", h);
+    else CHECK(back == h, "half 0x%04x -> %g -> 0x%04x", h, f, back);
+    const float fb = widen(bf16_t{uint16_t(h)});
+    const uint16_t bb = Narrow<bf16_t>::from(fb).x;
+    if (isnan(fb)) CHECK(isnan(widen(bf16_t{bb})), "bf16 NaN 0x%04x", h);
+    else CHECK(bb == h, "bf16 0x%04x -> %g -> 0x%04x", h, fb, bb);
+  }
+  // rounding to nearest even, overflow to inf
+  CHECK(widen(Narrow<half_t>::from(1.0f + 1.0f / 2048)) == 1.0f, "half ties to even");
+  CHECK(widen(Narrow<half_t>::from(1.0f + 3.0f / 2048)) == 1.0f + 4.0f / 2048, "half ties to even (odd)");
+  CHECK(isinf(widen(Narrow<half_t>::from(70000.f))), "half overflow");
+  CHECK(widen(Narrow<bf16_t>::from(1.0f + 1.0f / 256)) == 1.0f, "bf16 ties to even");
+  CHECK(widen(Narrow<bf16_t>::from(1.0f + 3.0f / 256)) == 1.0f + 4.0f / 256, "bf16 ties to even (odd)");
+}
+
+int main() {
+  test_conversions();
+  std::vector<Variant> variants = {{"generic", &forward_rows_generic, &backward_rows_generic}};
+#ifdef ERDA_HAVE_AVX2_VARIANT
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    variants.push_back({"avx2", &forward_rows_avx2, &backward_rows_avx2});
+  else
+    printf("avx2 variant skipped: CPU lacks AVX2/FMA/F16C\n");
+#endif
+  for (const auto& v : variants) test_variant(v);
+  printf("%s (%d failures)\n", failures ? "FAILED" : "ok", failures);
+  return failures ? 1 : 0;
+}
