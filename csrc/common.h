@@ -28,7 +28,4 @@ RowArgs make_args(const at::Tensor& s, const at::Tensor& z, const std::optional<
 // rowloss (N,) in the compute type -> the op's loss in `dtype` for the reduction.
 at::Tensor finish_loss(const at::Tensor& rowloss, int reduction, at::ScalarType dtype);
 
-// grad_output as the kernels read it: the compute type, contiguous; checks its shape.
-at::Tensor prepare_grad(const at::Tensor& grad, int reduction, int64_t N, at::ScalarType ct);
-
 }  // namespace erda

@@ -10,11 +10,6 @@ enum Distance : int { kKL = 0, kReverseKL = 1, kJS = 2, kMSE = 3 };
 enum Reduction : int { kNone = 0, kMean = 1, kSum = 2 };
 enum DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3 };
 
-// Per-row statistics the forward saves for the backward, stored structure-of-arrays: stats[k * N + i].
-//   0: max of s   1: log sum exp(s - max s)   2: max of z   3: log sum exp(z - max z)
-//   4: H(p)       5, 6: distance terms (kl / reverse_kl: D, 0; js: KL(p||m), KL(q||m); mse: sum p(p-q), sum q(p-q))
-constexpr int kNumStats = 7;
-
 struct LossConfig {
   int distance = kKL;
   int reduction = kMean;

@@ -4,12 +4,23 @@
 //   p = softmax(s), q = softmax(z)            (in float32, or float64 for float64 inputs)
 //   e = entropy_weight * H(p) + D(p, q)       the ERDA term, D one of kl / reverse_kl / js / mse
 //   c = -log q[y]                             the supervised term, on labeled points
-// and, given the row's statistics, the gradients of a * c + b * e with respect to s and z in closed form.
+// and, given the row's statistics, the gradients of a * c + b * e with respect to s and z in closed form:
+//   H:           dH/ds_k  = -p_k (log p_k + H)
+//   kl:          dD/ds_k  =  p_k (log p_k - log q_k - D),          dD/dz_k = q_k - p_k
+//   reverse_kl:  dD/ds_k  =  p_k - q_k,                            dD/dz_k = q_k (log q_k - log p_k - D)
+//   js:          dD/ds_k  =  p_k (log p_k - log m_k - KL(p||m))/2, dD/dz_k = q_k (log q_k - log m_k - KL(q||m))/2
+//   mse:         dD/ds_k  =  p_k (d_k - sum_j p_j d_j),            dD/dz_k = -q_k (d_k - sum_j q_j d_j),  d = p - q
+//   c:           dc/dz_k  =  q_k - [k == y]
 //
-// The code is written once over a "vector policy" V: V::W lanes of V::acc, with loads, stores, exp, log and
-// horizontal reductions. ScalarOps (W = 1) serves CUDA and the portable CPU path; csrc/cpu/vec_avx2.h
-// serves AVX2. Tail lanes are loaded as -inf, which makes p = q = 0 there, and every term below is guarded
-// so that a zero probability contributes exactly zero (x log x -> 0) while a NaN still propagates.
+// The code is written once over a vector policy V whose W lanes are W different rows ("SIMD over blocks
+// of rows"): every operation is lane-wise and the loops run over the C classes, so there is no
+// horizontal reduction and no partial vector whatever C is. The scalar policy (W = 1) is one row: the
+// CUDA kernel (one thread per row) and the portable CPU path; csrc/cpu/vec_avx2.h gives 8 rows per vector.
+// Rows reach the maths through an accessor `X` that says where class k of the W rows comes from
+// (X::s(k), X::z(k)) and where the gradients go (X::put_gs, X::put_gz).
+//
+// A zero probability contributes exactly zero to every x log x term (also for classes at -inf), while
+// a NaN anywhere in a row makes that row's loss and gradients NaN.
 //
 // Everything lives in the inline namespace ERDA_ISA, so translation units compiled for different
 // instruction sets never share a symbol (the same idea as ATen's CPU_CAPABILITY).
@@ -102,7 +113,7 @@ template <> struct Narrow<half_t> {
 };
 
 // ---------------------------------------------------------------------------------------------------
-// The scalar vector policy (one lane).
+// The scalar vector policy: one lane, one row.
 
 ERDA_HD float exp_(float x) { return ::expf(x); }
 ERDA_HD double exp_(double x) { return ::exp(x); }
@@ -113,27 +124,24 @@ template <class A>
 struct ScalarOps {
   using acc = A;
   using vec = A;
+  using mask = bool;
   static constexpr int W = 1;
-  template <class T> ERDA_HD static vec load(const T* p) { return A(widen(p[0])); }
-  template <class T> ERDA_HD static vec load_part(const T* p, int, A) { return load(p); }
-  template <class T> ERDA_HD static void store(T* p, vec v) { p[0] = Narrow<T>::from(v); }
-  template <class T> ERDA_HD static void store_part(T* p, vec v, int) { store(p, v); }
-  ERDA_HD static vec load_acc(const A* p) { return p[0]; }
-  ERDA_HD static void store_acc(A* p, vec v) { p[0] = v; }
   ERDA_HD static vec set(A x) { return x; }
   ERDA_HD static vec exp(vec x) { return exp_(x); }
   ERDA_HD static vec log(vec x) { return log_(x); }
   ERDA_HD static vec max(vec a, vec b) { return b > a ? b : a; }
-  ERDA_HD static A hmax(vec a) { return a; }
-  ERDA_HD static A hsum(vec a) { return a; }
+  ERDA_HD static vec load(const A* p) { return p[0]; }
+  ERDA_HD static void store(A* p, vec v) { p[0] = v; }
   // 0 where c == 0, else v (a NaN in c or v stays NaN)
   ERDA_HD static vec zero_if_zero(vec c, vec v) { return c == A(0) ? A(0) : v; }
-  // v in lane `lane` (when 0 <= lane < W), 0 elsewhere
-  ERDA_HD static vec lane_value(int lane, A v) { return lane == 0 ? v : A(0); }
+  ERDA_HD static vec select(mask m, vec a, vec b) { return m ? a : b; }
+  ERDA_HD static mask is_class(vec y, int k) { return y == A(k); }
+  ERDA_HD static mask nonneg(vec y) { return y >= A(0); }
+  ERDA_HD static bool any(mask m) { return m; }
 };
 
 // ---------------------------------------------------------------------------------------------------
-// Per-row weights: the supervised weight a and the ERDA weight b, normalised for reduction="mean".
+// Per-call weights: the supervised weight and the ERDA weight, normalised for reduction="mean".
 
 template <class A>
 ERDA_HD void loss_scales(const LossConfig& cfg, const int64_t* counts, A& ca, A& cb) {
@@ -148,70 +156,73 @@ ERDA_HD void loss_scales(const LossConfig& cfg, const int64_t* counts, A& ca, A&
   }
 }
 
-// ---------------------------------------------------------------------------------------------------
-// One row, forward and backward. T is the storage type of s and z, DIST a Distance.
+// What the maths needs to know of the W rows' labels.
+template <class V>
+struct RowLabels {
+  typename V::vec y;          // the class, or -1 for an unlabeled row
+  typename V::mask labeled;   // y >= 0
+  typename V::mask in_set;    // the row is in the ERDA set
+};
 
-template <class V, class T, int DIST>
-struct Row {
+// What the forward learns of each row and the gradient pass reuses.
+template <class V>
+struct RowStats {
+  typename V::vec ms, lSs;      // max of s, log sum exp(s - ms)
+  typename V::vec mz, lSz;      // the same for z
+  typename V::vec inv_s, inv_z; // 1 / sum exp(s - ms), 1 / sum exp(z - mz)
+  typename V::vec H, r1, r2;    // H(p); kl / reverse_kl: D, 0; js: KL(p||m), KL(q||m); mse: sum p d, sum q d
+};
+
+// ---------------------------------------------------------------------------------------------------
+// W rows at once: the loss (forward) and, after it, the gradients.
+
+template <class V, int DIST>
+struct Rows {
   using A = typename V::acc;
   using vec = typename V::vec;
+  using mask = typename V::mask;
 
-  // f(k, n, s[k..k+W), z[k..k+W)) for every chunk of W classes; the last chunk holds n < W valid lanes.
-  template <class F>
-  ERDA_HD static void chunks(const T* s, const T* z, int C, F&& f) {
-    int k = 0;
-    for (; k + V::W <= C; k += V::W) f(k, V::W, V::load(s + k), V::load(z + k));
-    if (k < C) {
-      const A ninf = -A(INFINITY);
-      f(k, C - k, V::load_part(s + k, C - k, ninf), V::load_part(z + k, C - k, ninf));
+  // Returns the rows' loss a * c [labeled] + b * e [in set] and fills `st`. `scratch` (2 * C * W values,
+  // or null) keeps exp(x - max) for the later passes (and for gradients()); without it they are recomputed.
+  template <class X>
+  ERDA_HD static vec forward(const X& x, int C, const RowLabels<V>& lab, A a, A b, A entropy_weight, A* scratch,
+                             RowStats<V>& st) {
+    vec ms = V::set(-A(INFINITY)), mz = V::set(-A(INFINITY));
+    for (int k = 0; k < C; ++k) {
+      ms = V::max(ms, x.s(k));
+      mz = V::max(mz, x.z(k));
     }
-  }
-
-  // Returns the row's loss a * c + b * e (terms of a set the row is not in are left out) and writes the
-  // row's statistics st[j * sst], j < kNumStats. `scratch` (2 * round_up(C, W) values, or null) keeps
-  // exp(x - max) between passes; without it they are recomputed.
-  ERDA_HD static A forward(const T* s, const T* z, int C, int y, bool in_set, A a, A b, A entropy_weight,
-                           A* scratch, int cpad, A* st, int64_t sst) {
-    vec mxs = V::set(-A(INFINITY)), mxz = V::set(-A(INFINITY));
-    chunks(s, z, C, [&](int, int, vec vs, vec vz) {
-      mxs = V::max(mxs, vs);
-      mxz = V::max(mxz, vz);
-    });
-    const A ms = V::hmax(mxs), mz = V::hmax(mxz);
-    const vec vms = V::set(ms), vmz = V::set(mz);
-
+    const bool any_set = V::any(lab.in_set);
     vec sum_s = V::set(0), sum_z = V::set(0);
-    chunks(s, z, C, [&](int k, int, vec vs, vec vz) {
-      const vec ez = V::exp(vz - vmz);
+    for (int k = 0; k < C; ++k) {
+      const vec ez = V::exp(x.z(k) - mz);
       sum_z = sum_z + ez;
-      if (scratch) V::store_acc(scratch + cpad + k, ez);
-      if (in_set) {
-        const vec es = V::exp(vs - vms);
+      if (scratch) V::store(scratch + (C + k) * V::W, ez);
+      if (any_set) {
+        const vec es = V::exp(x.s(k) - ms);
         sum_s = sum_s + es;
-        if (scratch) V::store_acc(scratch + k, es);
+        if (scratch) V::store(scratch + k * V::W, es);
       }
-    });
-    const A Ss = V::hsum(sum_s), Sz = V::hsum(sum_z);
-    const A lSz = log_(Sz);
-    const A lSs = in_set ? log_(Ss) : A(0);
-
-    A H = 0, r1 = 0, r2 = 0, D = 0;
-    if (in_set) {
-      const vec vlSs = V::set(lSs), vlSz = V::set(lSz);
-      const vec inv_s = V::set(A(1) / Ss), inv_z = V::set(A(1) / Sz);
+    }
+    const vec lSz = V::log(sum_z);
+    const vec lSs = any_set ? V::log(sum_s) : V::set(0);
+    const vec inv_s = any_set ? V::set(A(1)) / sum_s : V::set(0), inv_z = V::set(A(1)) / sum_z;
+    vec H = V::set(0), r1 = V::set(0), r2 = V::set(0), D = V::set(0);
+    if (any_set) {
+      const vec ln2 = V::set(A(0.69314718055994530942));
       vec acc_h = V::set(0), acc1 = V::set(0), acc2 = V::set(0), acc3 = V::set(0);
-      chunks(s, z, C, [&](int k, int, vec vs, vec vz) {
-        const vec lp = (vs - vms) - vlSs;
-        const vec lq = (vz - vmz) - vlSz;
-        const vec p = scratch ? V::load_acc(scratch + k) * inv_s : V::exp(lp);
-        const vec q = scratch ? V::load_acc(scratch + cpad + k) * inv_z : V::exp(lq);
+      for (int k = 0; k < C; ++k) {
+        const vec lp = (x.s(k) - ms) - lSs;
+        const vec lq = (x.z(k) - mz) - lSz;
+        const vec p = scratch ? V::load(scratch + k * V::W) * inv_s : V::exp(lp);
+        const vec q = scratch ? V::load(scratch + (C + k) * V::W) * inv_z : V::exp(lq);
         acc_h = acc_h + V::zero_if_zero(p, p * lp);
         if (DIST == kKL) {
           acc1 = acc1 + V::zero_if_zero(p, p * (lp - lq));
         } else if (DIST == kReverseKL) {
           acc1 = acc1 + V::zero_if_zero(q, q * (lq - lp));
         } else if (DIST == kJS) {
-          const vec lm = V::log(p + q) - V::set(A(0.69314718055994530942));
+          const vec lm = V::log(p + q) - ln2;
           acc1 = acc1 + V::zero_if_zero(p, p * (lp - lm));
           acc2 = acc2 + V::zero_if_zero(q, q * (lq - lm));
         } else {  // kMSE
@@ -220,79 +231,97 @@ struct Row {
           acc2 = acc2 + q * d;
           acc3 = acc3 + d * d;
         }
-      });
-      H = -V::hsum(acc_h);
-      r1 = V::hsum(acc1);
+      }
+      H = V::set(0) - acc_h;
+      r1 = acc1;
       if (DIST == kKL || DIST == kReverseKL) {
         D = r1;
       } else if (DIST == kJS) {
-        r2 = V::hsum(acc2);
-        D = A(0.5) * (r1 + r2);
+        r2 = acc2;
+        D = V::set(A(0.5)) * (r1 + r2);
       } else {
-        r2 = V::hsum(acc2);
-        D = A(0.5) * V::hsum(acc3);
+        r2 = acc2;
+        D = V::set(A(0.5)) * acc3;
       }
     }
-
-    A loss = 0;
-    if (y >= 0) loss += a * -((A(widen(z[y])) - mz) - lSz);
-    if (in_set) loss += b * (entropy_weight * H + D);
-    st[0] = ms;
-    st[sst] = lSs;
-    st[2 * sst] = mz;
-    st[3 * sst] = lSz;
-    st[4 * sst] = H;
-    st[5 * sst] = r1;
-    st[6 * sst] = r2;
+    vec loss = V::set(0);
+    if (V::any(lab.labeled)) {
+      const vec c = V::set(0) - ((x.z_at(lab.y, lab.labeled) - mz) - lSz);
+      loss = V::select(lab.labeled, V::set(a) * c, loss);
+    }
+    if (any_set) loss = loss + V::select(lab.in_set, V::set(b) * (V::set(entropy_weight) * H + D), V::set(0));
+    st.ms = ms;
+    st.lSs = lSs;
+    st.mz = mz;
+    st.lSz = lSz;
+    st.inv_s = inv_s;
+    st.inv_z = inv_z;
+    st.H = H;
+    st.r1 = r1;
+    st.r2 = r2;
     return loss;
   }
 
-  // Gradients of ga * c + gb * e (ga, gb already include grad_output and the normalisation), in one pass.
-  // gs or gz may be null when that gradient is not wanted. gs/gz may alias s/z (each element is read
-  // before it is written).
-  ERDA_HD static void backward(const T* s, const T* z, int C, int y, bool in_set, A ga, A gb,
-                               A entropy_weight, const A* st, int64_t sst, T* gs, T* gz) {
-    const vec vms = V::set(st[0]), vlSs = V::set(st[sst]);
-    const vec vmz = V::set(st[2 * sst]), vlSz = V::set(st[3 * sst]);
-    const vec vH = V::set(st[4 * sst]), vr1 = V::set(st[5 * sst]), vr2 = V::set(st[6 * sst]);
-    const vec vga = V::set(ga), vgb = V::set(gb), vew = V::set(entropy_weight), half = V::set(A(0.5));
-    chunks(s, z, C, [&](int k, int n, vec vs, vec vz) {
-      const vec lq = (vz - vmz) - vlSz;
-      const vec q = V::exp(lq);
-      vec g_z = V::set(0), g_s = V::set(0);
-      if (y >= 0) g_z = vga * (q - V::lane_value(y - k, A(1)));
-      if (in_set) {
-        const vec lp = (vs - vms) - vlSs;
-        const vec p = V::exp(lp);
-        const vec ent = V::zero_if_zero(p, p * (lp + vH));  // -dH/ds
+  // Gradients of a * c + b * e after forward() on the same rows, in one pass over the classes; p and q
+  // come from forward()'s scratch when it had one, else from exp. Writes x.put_gs(k, .) when want_s and
+  // x.put_gz(k, .) when want_z.
+  template <class X>
+  ERDA_HD static void gradients(X& x, int C, const RowLabels<V>& lab, A a, A b, A entropy_weight,
+                                const RowStats<V>& st, const A* scratch, bool want_s, bool want_z) {
+    const vec ms = st.ms, lSs = st.lSs, mz = st.mz, lSz = st.lSz, H = st.H, r1 = st.r1, r2 = st.r2;
+    const vec ga = V::set(a), gb = V::set(b);
+    const vec ew = V::set(entropy_weight), half = V::set(A(0.5)), one = V::set(A(1)), zero = V::set(0);
+    const vec ln2 = V::set(A(0.69314718055994530942));
+    const bool any_lab = V::any(lab.labeled), any_set = V::any(lab.in_set);
+    for (int k = 0; k < C; ++k) {
+      const vec vs = x.s(k), vz = x.z(k);
+      const vec lq = (vz - mz) - lSz;
+      const vec q = scratch ? V::load(scratch + (C + k) * V::W) * st.inv_z : V::exp(lq);
+      vec g_z = zero, g_s = zero;
+      if (any_lab) g_z = V::select(lab.labeled, ga * (q - V::select(V::is_class(lab.y, k), one, zero)), zero);
+      if (any_set) {
+        const vec lp = (vs - ms) - lSs;
+        const vec p = scratch ? V::load(scratch + k * V::W) * st.inv_s : V::exp(lp);
+        const vec ent = V::zero_if_zero(p, p * (lp + H));  // -dH/ds
         vec ds, dz;
         if (DIST == kKL) {
-          ds = V::zero_if_zero(p, p * ((lp - lq) - vr1));
+          ds = V::zero_if_zero(p, p * ((lp - lq) - r1));
           dz = q - p;
         } else if (DIST == kReverseKL) {
           ds = p - q;
-          dz = V::zero_if_zero(q, q * ((lq - lp) - vr1));
+          dz = V::zero_if_zero(q, q * ((lq - lp) - r1));
         } else if (DIST == kJS) {
-          const vec lm = V::log(p + q) - V::set(A(0.69314718055994530942));
-          ds = half * V::zero_if_zero(p, p * ((lp - lm) - vr1));
-          dz = half * V::zero_if_zero(q, q * ((lq - lm) - vr2));
+          const vec lm = V::log(p + q) - ln2;
+          ds = half * V::zero_if_zero(p, p * ((lp - lm) - r1));
+          dz = half * V::zero_if_zero(q, q * ((lq - lm) - r2));
         } else {  // kMSE
           const vec d = p - q;
-          ds = p * (d - vr1);
-          dz = q * (vr2 - d);
+          ds = p * (d - r1);
+          dz = q * (r2 - d);
         }
-        g_s = vgb * (ds - vew * ent);
-        g_z = g_z + vgb * dz;
+        g_s = V::select(lab.in_set, gb * (ds - ew * ent), zero);
+        g_z = g_z + V::select(lab.in_set, gb * dz, zero);
       }
-      if (n == V::W) {
-        if (gs) V::store(gs + k, g_s);
-        if (gz) V::store(gz + k, g_z);
-      } else {
-        if (gs) V::store_part(gs + k, g_s, n);
-        if (gz) V::store_part(gz + k, g_z, n);
-      }
-    });
+      if (want_s) x.put_gs(k, g_s);
+      if (want_z) x.put_gz(k, g_z);
+    }
   }
+};
+
+// ---------------------------------------------------------------------------------------------------
+// One row read in place (W = 1): the CUDA kernels and the portable CPU path.
+
+template <class A, class T, class G = T>
+struct RowRef {
+  const T* sp;
+  const T* zp;
+  G* gsp = nullptr;
+  G* gzp = nullptr;
+  ERDA_HD A s(int k) const { return A(widen(sp[k])); }
+  ERDA_HD A z(int k) const { return A(widen(zp[k])); }
+  ERDA_HD A z_at(A y, bool labeled) const { return labeled ? z(int(y)) : A(0); }
+  ERDA_HD void put_gs(int k, A v) { gsp[k] = Narrow<G>::from(v); }
+  ERDA_HD void put_gz(int k, A v) { gzp[k] = Narrow<G>::from(v); }
 };
 
 }  // namespace ERDA_ISA

@@ -20,29 +20,27 @@ struct RowArgs {
   int C = 0;
   int dtype = kFloat32;  // storage type of s, z and the gradients
   LossConfig cfg;
-  // forward outputs, in the compute type (float64 for float64 inputs, else float32)
-  void* stats = nullptr;    // (kNumStats, N)
-  void* rowloss = nullptr;  // (N,)
-  // backward
-  const void* grad = nullptr;  // grad_output in the compute type: a scalar (grad_stride 0) or (N,)
-  int64_t grad_stride = 0;
-  void* gs = nullptr;  // (N, C) contiguous, storage type, or null
+  // outputs: the per-row loss in the compute type (float64 for float64 inputs, else float32), and the
+  // gradients of the reduced loss (of sum(loss) for reduction "none") in the storage type, (N, C)
+  // contiguous, each null when not wanted
+  void* rowloss = nullptr;
+  void* gs = nullptr;
   void* gz = nullptr;
+  // CPU: write the gradients with streaming (non-temporal) stores; worth it only for outputs larger than
+  // the caches, which nothing reads back soon enough to find them there
+  bool stream_grads = false;
 };
 
 using RowsFn = void (*)(const RowArgs&, int64_t begin, int64_t end);
 
-// CPU variants, one per instruction set (csrc/cpu/rows_<isa>.cpp).
-void forward_rows_generic(const RowArgs&, int64_t begin, int64_t end);
-void backward_rows_generic(const RowArgs&, int64_t begin, int64_t end);
+// CPU variants, one per instruction set (csrc/cpu/rows_<isa>.cpp): loss and gradients of rows [begin, end).
+void erda_rows_generic(const RowArgs&, int64_t begin, int64_t end);
 #if defined(__x86_64__) || defined(_M_X64)
 #define ERDA_HAVE_AVX2_VARIANT 1
-void forward_rows_avx2(const RowArgs&, int64_t begin, int64_t end);
-void backward_rows_avx2(const RowArgs&, int64_t begin, int64_t end);
+void erda_rows_avx2(const RowArgs&, int64_t begin, int64_t end);
 #endif
 
-// CUDA launchers (csrc/cuda/erda_loss_kernels.cu); `stream` is a cudaStream_t.
-void launch_forward_cuda(const RowArgs&, void* stream);
-void launch_backward_cuda(const RowArgs&, void* stream);
+// CUDA launcher (csrc/cuda/erda_loss_kernels.cu); `stream` is a cudaStream_t.
+void launch_erda_cuda(const RowArgs&, void* stream);
 
 }  // namespace erda

@@ -99,30 +99,16 @@ at::Tensor finish_loss(const at::Tensor& rowloss, int reduction, at::ScalarType 
   return rowloss.sum(at::kDouble).to(dtype);
 }
 
-at::Tensor prepare_grad(const at::Tensor& grad, int reduction, int64_t N, at::ScalarType ct) {
-  if (reduction == kNone) {
-    TORCH_CHECK_VALUE(grad.dim() == 1 && grad.size(0) == N, "erda_loss backward: grad must have shape (", N,
-                      ",), got ", grad.sizes());
-  } else {
-    TORCH_CHECK_VALUE(grad.numel() == 1, "erda_loss backward: grad must be a scalar, got shape ", grad.sizes());
-  }
-  return grad.to(ct).contiguous();
-}
-
 }  // namespace erda
 
 TORCH_LIBRARY(erda_sparse, m) {
-  // Loss value plus what the backward needs: per-row statistics (kNumStats, N) and the counts
-  // [labeled points, points in the ERDA set].
+  // The loss (reduced, or per point for reduction "none") and, when asked for, its gradients with respect
+  // to pseudo_logits and logits for an upstream gradient of 1 (of sum(loss) for "none"), computed in the
+  // same pass; a gradient not asked for comes back as an empty tensor.
   m.def(
-      "erda_loss_forward(Tensor pseudo_logits, Tensor logits, Tensor? labels, str distance, "
-      "float entropy_weight, float erda_weight, float ce_weight, int ignore_index, bool erda_all, "
-      "str reduction) -> (Tensor loss, Tensor stats, Tensor counts)");
-  // Gradients with respect to pseudo_logits and logits, scaled by grad; an unwanted one comes back empty.
-  m.def(
-      "erda_loss_backward(Tensor grad, Tensor pseudo_logits, Tensor logits, Tensor? labels, Tensor stats, "
-      "Tensor counts, str distance, float entropy_weight, float erda_weight, float ce_weight, int ignore_index, "
-      "bool erda_all, str reduction, bool need_grad_pseudo, bool need_grad_logits) -> (Tensor, Tensor)");
+      "erda_loss(Tensor pseudo_logits, Tensor logits, Tensor? labels, str distance, float entropy_weight, "
+      "float erda_weight, float ce_weight, int ignore_index, bool erda_all, str reduction, bool need_grad_pseudo, "
+      "bool need_grad_logits) -> (Tensor loss, Tensor grad_pseudo, Tensor grad_logits)");
 }
 
 namespace erda {

@@ -77,14 +77,11 @@ def test_gradcheck_float64(cap, distance, reduction, erda_points):
 @pytest.mark.parametrize("reduction", ops.REDUCTIONS)
 def test_opcheck(cap, reduction):
     s, z, labels = make_inputs(33, 20, torch.float32, seed=5)
-    for lab, dist, erda_all in ((labels, "kl", False), (None, "js", True), (labels, "mse", True)):
-        args = (s.clone().requires_grad_(True), z.clone().requires_grad_(True), lab, dist, 1.0, 0.1, 1.0, -1,
-                erda_all, reduction)
-        torch.library.opcheck(torch.ops.erda_sparse.erda_loss_forward.default, args)
-    fwd = torch.ops.erda_sparse.erda_loss_forward(s, z, labels, "kl", 1.0, 0.1, 1.0, -1, False, reduction)
-    grad = torch.randn(33) if reduction == "none" else torch.tensor(1.5)
-    bargs = (grad, s, z, labels, fwd[1], fwd[2], "kl", 1.0, 0.1, 1.0, -1, False, reduction, True, True)
-    torch.library.opcheck(torch.ops.erda_sparse.erda_loss_backward.default, bargs)
+    for lab, dist, erda_all, need in ((labels, "kl", False, (True, True)), (None, "js", True, (False, True)),
+                                      (labels, "mse", True, (True, False)), (labels, "reverse_kl", False, (False, False))):
+        args = (s.clone().requires_grad_(need[0]), z.clone().requires_grad_(need[1]), lab, dist, 1.0, 0.1, 1.0, -1,
+                erda_all, reduction, *need)
+        torch.library.opcheck(torch.ops.erda_sparse.erda_loss.default, args)
 
 
 def test_torch_compile_fullgraph_no_graph_break():
@@ -106,8 +103,44 @@ def test_torch_compile_fullgraph_no_graph_break():
 
 def test_grad_output_scaling(cap):
     s, z, labels = make_inputs(45, 20, torch.float32, seed=2)
-    for reduction, grad in (("mean", torch.tensor(2.5)), ("sum", torch.tensor(-0.3))):
+    for reduction, grad in (("mean", torch.tensor(2.5)), ("sum", torch.tensor(-0.3)), ("mean", torch.tensor(1.0))):
         check_against_reference(s, z, labels, grad, reduction=reduction)
+
+
+def test_loss_inside_a_larger_graph(cap):
+    """The op as one term of a training loss: upstream gradient 1 (handed on as computed) and a scaled
+    copy of the same graph (scaled), through .backward() into leaves, twice with retain_graph."""
+    s, z, labels = make_inputs(30, 20, torch.float32, seed=14)
+    w = torch.randn(20, 20, dtype=torch.float64)
+    grads = []
+    for fn in (ops.erda_loss, ops.reference.erda_loss):
+        a = s.double().clone().requires_grad_(True)
+        b = z.double().clone().requires_grad_(True)
+        sa, zb = (a @ w).float(), (b @ w).float()
+        loss = fn(sa, zb, labels) + 0.5 * fn(sa, zb, labels, distance="js") * 3.0
+        loss.backward(retain_graph=True)
+        loss.backward()
+        grads.append((a.grad, b.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-6)
+
+
+def test_no_gradient_work_without_grad(cap):
+    s, z, labels = make_inputs(20, 20, torch.float32, seed=15)
+    out = torch.ops.erda_sparse.erda_loss(s, z, labels, "kl", 1.0, 1.0, 1.0, -1, False, "mean", False, False)
+    assert out[1].numel() == 0 and out[2].numel() == 0
+    with torch.no_grad():
+        a = ops.erda_loss(s.requires_grad_(True), z, labels)
+    assert not a.requires_grad
+    torch.testing.assert_close(a, ops.reference.erda_loss(s, z, labels))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_large_input_streamed_gradients(cap, dtype):
+    """Gradients of 8 MiB and more are written with streaming stores: same results."""
+    n = (8 << 20) // (20 * torch.empty((), dtype=dtype).element_size()) + 13
+    s, z, labels = make_inputs(n, 20, dtype, seed=16)
+    check_against_reference(s, z, labels, distance="kl")
 
 
 def test_one_class(cap):
@@ -249,17 +282,20 @@ def test_bad_input_errors():
 def test_bad_input_to_the_raw_op():
     """The registered op checks its arguments itself too (no crash when called directly)."""
     s, z, labels = make_inputs(10, 5, torch.float32)
-    op = torch.ops.erda_sparse.erda_loss_forward
+    op = torch.ops.erda_sparse.erda_loss
+    opts = (1.0, 1.0, 1.0, -1, False)
     with pytest.raises(ValueError, match="same shape"):
-        op(s, z[:, :3], labels, "kl", 1.0, 1.0, 1.0, -1, False, "mean")
+        op(s, z[:, :3], labels, "kl", *opts, "mean", True, True)
     with pytest.raises(ValueError, match="unknown distance"):
-        op(s, z, labels, "l2", 1.0, 1.0, 1.0, -1, False, "mean")
+        op(s, z, labels, "l2", *opts, "mean", True, True)
+    with pytest.raises(ValueError, match="unknown reduction"):
+        op(s, z, labels, "kl", *opts, "max", True, True)
     with pytest.raises(ValueError, match=r"labels\[0\] = 9"):
-        op(s, z, torch.full((10,), 9), "kl", 1.0, 1.0, 1.0, -1, False, "mean")
+        op(s, z, torch.full((10,), 9), "kl", *opts, "mean", True, True)
     with pytest.raises(ValueError, match="labels must be int64"):
-        op(s, z, labels.float(), "kl", 1.0, 1.0, 1.0, -1, False, "mean")
+        op(s, z, labels.float(), "kl", *opts, "mean", True, True)
     with pytest.raises(ValueError, match="logits must be float32"):
-        op(s.long(), z.long(), labels, "kl", 1.0, 1.0, 1.0, -1, False, "mean")
+        op(s.long(), z.long(), labels, "kl", *opts, "mean", True, True)
 
 
 def test_ignore_index_other_than_minus_one(cap):

@@ -1,8 +1,9 @@
-// CPU implementation of the ops: argument checks, label validation and counting, threads over rows
-// (at::parallel_for) and the run-time choice of the instruction-set variant.
+// CPU implementation of the op: argument checks, label validation and counting, threads over rows
+// (at::parallel_for, chunks handed out dynamically) and the run-time choice of the instruction-set variant.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <string>
@@ -44,17 +45,11 @@ int capability() {
   return c;
 }
 
-RowsFn forward_fn() {
+RowsFn rows_fn() {
 #ifdef ERDA_HAVE_AVX2_VARIANT
-  if (capability() == kAvx2) return &forward_rows_avx2;
+  if (capability() == kAvx2) return &erda_rows_avx2;
 #endif
-  return &forward_rows_generic;
-}
-RowsFn backward_fn() {
-#ifdef ERDA_HAVE_AVX2_VARIANT
-  if (capability() == kAvx2) return &backward_rows_avx2;
-#endif
-  return &backward_rows_generic;
+  return &erda_rows_generic;
 }
 
 // Validates labels (each in [0, C) or ignore_index) and counts [labeled, in the ERDA set] in one pass.
@@ -80,61 +75,56 @@ at::Tensor count_labels(const std::optional<at::Tensor>& labels, int64_t N, int6
   return counts;
 }
 
-constexpr int64_t kGrainRows = 1024;
+// Rows go to threads in chunks of kChunkBlocks blocks of 8 rows, taken from a shared counter: a thread
+// that is slowed down (a busy core, a stolen vCPU) takes fewer chunks instead of holding the others up,
+// as a static split would. Ranges start on a block boundary (aligned streaming stores).
+constexpr int64_t kChunkBlocks = 64;
+constexpr int64_t kStreamBytes = int64_t(8) << 20;  // gradients this large are written past the caches
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& s, const at::Tensor& z,
-                                                           const std::optional<at::Tensor>& labels,
-                                                           c10::string_view distance, double entropy_weight,
-                                                           double erda_weight, double ce_weight, int64_t ignore_index,
-                                                           bool erda_all, c10::string_view reduction) {
-  const LossConfig cfg = make_config(std::string_view(distance.data(), distance.size()), entropy_weight, erda_weight,
-                                     ce_weight, erda_all, std::string_view(reduction.data(), reduction.size()));
-  check_inputs(s, z, labels);
-  const at::Tensor S = unit_class_stride(s), Z = unit_class_stride(z);
-  const int64_t N = S.size(0);
-  at::Tensor counts = count_labels(labels, N, S.size(1), ignore_index, erda_all);
-  const auto ct = compute_type(s.scalar_type());
-  at::Tensor stats = at::empty({kNumStats, N}, s.options().dtype(ct));
-  at::Tensor rowloss = at::empty({N}, s.options().dtype(ct));
-  RowArgs a = make_args(S, Z, labels, ignore_index, counts, cfg);
-  a.stats = stats.data_ptr();
-  a.rowloss = rowloss.data_ptr();
-  const RowsFn fn = forward_fn();
-  at::parallel_for(0, N, kGrainRows, [&](int64_t b, int64_t e) { fn(a, b, e); });
-  return {finish_loss(rowloss, cfg.reduction, s.scalar_type()), stats, counts};
+void run_rows_dynamic(RowsFn fn, const RowArgs& a) {
+  const int64_t nblocks = (a.N + 7) / 8;
+  const int64_t nchunks = (nblocks + kChunkBlocks - 1) / kChunkBlocks;
+  const int64_t nthreads = std::min<int64_t>(at::get_num_threads(), nchunks);
+  auto rows_of_chunk = [&](int64_t c, int64_t& b, int64_t& e) {
+    b = c * kChunkBlocks * 8;
+    e = std::min(a.N, b + kChunkBlocks * 8);
+  };
+  if (nthreads <= 1 || at::in_parallel_region()) {
+    if (a.N > 0) fn(a, 0, a.N);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, nthreads, 1, [&](int64_t, int64_t) {
+    for (int64_t c = next.fetch_add(1); c < nchunks; c = next.fetch_add(1)) {
+      int64_t b, e;
+      rows_of_chunk(c, b, e);
+      fn(a, b, e);
+    }
+  });
 }
 
-std::tuple<at::Tensor, at::Tensor> backward_cpu(const at::Tensor& grad, const at::Tensor& s, const at::Tensor& z,
-                                                const std::optional<at::Tensor>& labels, const at::Tensor& stats,
-                                                const at::Tensor& counts, c10::string_view distance,
-                                                double entropy_weight, double erda_weight, double ce_weight,
-                                                int64_t ignore_index, bool erda_all, c10::string_view reduction,
-                                                bool need_s, bool need_z) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> erda_loss_cpu(const at::Tensor& s, const at::Tensor& z,
+                                                             const std::optional<at::Tensor>& labels,
+                                                             c10::string_view distance, double entropy_weight,
+                                                             double erda_weight, double ce_weight,
+                                                             int64_t ignore_index, bool erda_all,
+                                                             c10::string_view reduction, bool need_s, bool need_z) {
   const LossConfig cfg = make_config(std::string_view(distance.data(), distance.size()), entropy_weight, erda_weight,
                                      ce_weight, erda_all, std::string_view(reduction.data(), reduction.size()));
   check_inputs(s, z, labels);
   const at::Tensor S = unit_class_stride(s), Z = unit_class_stride(z);
   const int64_t N = S.size(0), C = S.size(1);
-  const auto ct = compute_type(s.scalar_type());
-  TORCH_CHECK_VALUE(stats.scalar_type() == ct && stats.dim() == 2 && stats.size(0) == kNumStats &&
-                        stats.size(1) == N && stats.is_contiguous(),
-                    "erda_loss backward: stats must be the forward's (", kNumStats, ", N) output");
-  TORCH_CHECK_VALUE(counts.scalar_type() == at::kLong && counts.numel() == 2 && counts.is_contiguous(),
-                    "erda_loss backward: counts must be the forward's (2,) int64 output");
-  const at::Tensor g = prepare_grad(grad, cfg.reduction, N, ct);
+  const at::Tensor counts = count_labels(labels, N, C, ignore_index, erda_all);
+  at::Tensor rowloss = at::empty({N}, s.options().dtype(compute_type(s.scalar_type())));
   at::Tensor gs = need_s ? at::empty({N, C}, s.options()) : at::empty({0}, s.options());
   at::Tensor gz = need_z ? at::empty({N, C}, z.options()) : at::empty({0}, z.options());
   RowArgs a = make_args(S, Z, labels, ignore_index, counts, cfg);
-  a.stats = const_cast<void*>(stats.data_ptr());
-  a.grad = g.data_ptr();
-  a.grad_stride = cfg.reduction == kNone ? 1 : 0;
+  a.rowloss = rowloss.data_ptr();
   a.gs = need_s ? gs.data_ptr() : nullptr;
   a.gz = need_z ? gz.data_ptr() : nullptr;
-  if (need_s || need_z) {
-    const RowsFn fn = backward_fn();
-    at::parallel_for(0, N, kGrainRows, [&](int64_t b, int64_t e) { fn(a, b, e); });
-  }
-  return {gs, gz};
+  a.stream_grads = N * C * int64_t(s.element_size()) >= kStreamBytes;
+  run_rows_dynamic(rows_fn(), a);
+  return {finish_loss(rowloss, cfg.reduction, s.scalar_type()), gs, gz};
 }
 
 }  // namespace
@@ -144,7 +134,4 @@ void set_cpu_capability(const std::string& name) { g_capability.store(parse_capa
 
 }  // namespace erda
 
-TORCH_LIBRARY_IMPL(erda_sparse, CPU, m) {
-  m.impl("erda_loss_forward", &erda::forward_cpu);
-  m.impl("erda_loss_backward", &erda::backward_cpu);
-}
+TORCH_LIBRARY_IMPL(erda_sparse, CPU, m) { m.impl("erda_loss", &erda::erda_loss_cpu); }

@@ -1,23 +1,84 @@
-// AVX2 + FMA + F16C variant. The target pragma comes before every include so that the whole translation
-// unit is compiled for AVX2 whatever the build flags (no -march=native); it only runs after the run-time
-// check in cpu/dispatch.cpp. Only C headers and our own are included (see rows_impl.h).
+// AVX2 + FMA + F16C variant: blocks of 8 rows, one row per lane. Each block is transposed into a small
+// lanes-layout scratch (8x8 register transposes), the shared row maths runs on it (the loss, then the
+// gradients from the same exponentials), and the gradients are transposed back and stored (streamed past
+// the caches when large).
+//
+// The target pragma comes before every include so that the whole translation unit is compiled for AVX2
+// whatever the build flags (no -march=native); it only runs after the run-time check in
+// erda_loss_cpu.cpp. Only C headers and our own are included (see rows_impl.h).
 #if defined(__x86_64__) || defined(_M_X64)
 #pragma GCC target("avx2,fma,f16c")
 #define ERDA_ISA avx2
-#include "../erda_row.h"
+#include "rows_impl.h"
 #include "vec_avx2.h"
 
 namespace erda {
 inline namespace ERDA_ISA {
-template <class T> struct VecPolicy { using type = Avx2Ops; };
-template <> struct VecPolicy<double> { using type = ScalarOps<double>; };
+
+using V = Avx2Ops;
+constexpr int64_t kPrefetchRows = 16;  // rows ahead of the block being computed
+
+// Labels of rows [i0, i0 + nrows) as lanes.
+inline RowLabels<V> block_labels(const RowArgs& a, int64_t i0, int nrows) {
+  alignas(32) float y[8];
+  for (int r = 0; r < 8; ++r) y[r] = r < nrows ? float(row_label(a, i0 + r)) : -1.f;
+  RowLabels<V> lab;
+  lab.y = {_mm256_load_ps(y)};
+  lab.labeled = V::nonneg(lab.y);
+  lab.in_set = a.cfg.erda_all ? M8{_mm256_castsi256_ps(_mm256_set1_epi32(-1))}
+                              : M8{_mm256_cmp_ps(lab.y.v, _mm256_setzero_ps(), _CMP_LT_OQ)};
+  return lab;
+}
+
+inline void store_rows(float* p, __m256 v, int nrows) {
+  if (nrows == 8) _mm256_storeu_ps(p, v);
+  else _mm256_maskstore_ps(p, lanes_below(nrows), v);
+}
+
+template <class T, int DIST>
+void erda_blocks(const RowArgs& a, int64_t begin, int64_t end) {
+  float ca, cb;
+  loss_scales(a.cfg, a.counts, ca, cb);
+  const int C = a.C, cpad = (C + 7) / 8 * 8;
+  Scratch<float> buf(size_t(5) * cpad * 8);
+  if (!buf.p) return erda_range_scalar<T, DIST>(a, begin, end);
+  float* st = buf.p;          // s of the block, lanes layout; then its gradient
+  float* zt = st + cpad * 8;  // z of the block, lanes layout; then its gradient
+  float* ex = zt + cpad * 8;  // exp(x - max) of s and z, 2 * C * 8
+  T* stage = reinterpret_cast<T*>(ex + 2 * cpad * 8);  // 8 * C outputs for the streaming stores
+  const T* S = static_cast<const T*>(a.s);
+  const T* Z = static_cast<const T*>(a.z);
+  float* rowloss = static_cast<float*>(a.rowloss);
+  T* GS = static_cast<T*>(a.gs);
+  T* GZ = static_cast<T*>(a.gz);
+  const float ew = a.cfg.entropy_weight;
+  for (int64_t i0 = begin; i0 < end; i0 += 8) {
+    const int nrows = end - i0 < 8 ? int(end - i0) : 8;
+    if (i0 + kPrefetchRows + 8 <= end) {
+      prefetch_block(S + (i0 + kPrefetchRows) * a.s_row_stride, a.s_row_stride, C);
+      prefetch_block(Z + (i0 + kPrefetchRows) * a.z_row_stride, a.z_row_stride, C);
+    }
+    gather_block(S + i0 * a.s_row_stride, a.s_row_stride, nrows, C, st);
+    gather_block(Z + i0 * a.z_row_stride, a.z_row_stride, nrows, C, zt);
+    const RowLabels<V> lab = block_labels(a, i0, nrows);
+    BlockRef x{st, zt, st, zt};  // gradients overwrite the staged rows
+    RowStats<V> rs;
+    const F8 loss = Rows<V, DIST>::forward(x, C, lab, ca, cb, ew, ex, rs);
+    store_rows(rowloss + i0, loss.v, nrows);
+    if (GS || GZ) {
+      Rows<V, DIST>::gradients(x, C, lab, ca, cb, ew, rs, ex, GS != nullptr, GZ != nullptr);
+      if (GS) scatter_block(st, nrows, C, GS + i0 * C, stage, a.stream_grads);
+      if (GZ) scatter_block(zt, nrows, C, GZ + i0 * C, stage, a.stream_grads);
+    }
+  }
+  if (a.stream_grads) _mm_sfence();  // order the streaming stores before the caller reads the gradients
+}
+
+template <class T, int D> struct ErdaBlocks { static void run(const RowArgs& a, int64_t b, int64_t e) { erda_blocks<T, D>(a, b, e); } };
+
 }  // namespace ERDA_ISA
-}  // namespace erda
 
-#include "rows_impl.h"
+void erda_rows_avx2(const RowArgs& a, int64_t b, int64_t e) { run_rows<ErdaBlocks, ErdaScalar>(a, b, e); }
 
-namespace erda {
-void forward_rows_avx2(const RowArgs& a, int64_t b, int64_t e) { run_rows<Fwd>(a, b, e); }
-void backward_rows_avx2(const RowArgs& a, int64_t b, int64_t e) { run_rows<Bwd>(a, b, e); }
 }  // namespace erda
 #endif

@@ -1,6 +1,7 @@
-// The CPU row loops, instantiated once per instruction set by rows_<isa>.cpp, which defines ERDA_ISA and
-// the vector policy `Vec` before including this file. Only C headers and our own are used here, so no
-// inline function of the standard library is compiled with the wider instruction set.
+// The portable CPU row loop (one row at a time through the scalar policy: loss, then gradients), instantiated by every
+// instruction-set translation unit, which defines ERDA_ISA before including this file. Only C headers
+// and our own are used here, so no inline function of the standard library is compiled with a wider
+// instruction set.
 #pragma once
 #include <stdlib.h>
 
@@ -10,63 +11,50 @@
 namespace erda {
 inline namespace ERDA_ISA {
 
-template <class T>
-using VecFor = typename VecPolicy<T>::type;
+template <class T> struct Compute { using type = float; };
+template <> struct Compute<double> { using type = double; };
 
-inline void row_label(const RowArgs& a, int64_t i, int& y, bool& in_set) {
+inline int64_t row_label(const RowArgs& a, int64_t i) {
   const int64_t lab = a.labels ? a.labels[i * a.label_stride] : a.ignore_index;
-  y = lab == a.ignore_index ? -1 : int(lab);
-  in_set = a.cfg.erda_all || y < 0;
+  return lab == a.ignore_index ? -1 : lab;
 }
 
-template <class T, int DIST>
-void forward_range(const RowArgs& a, int64_t begin, int64_t end) {
-  using V = VecFor<T>;
-  using A = typename V::acc;
-  using R = Row<V, T, DIST>;
-  A ca, cb;
-  loss_scales(a.cfg, a.counts, ca, cb);
-  const int cpad = (a.C + V::W - 1) / V::W * V::W;
-  // exp(x - max) kept between passes for rows of up to 512 classes; wider rows recompute it.
-  alignas(64) A buf[2 * 512];
-  A* scratch = cpad <= 512 ? buf : nullptr;
-  const T* S = static_cast<const T*>(a.s);
-  const T* Z = static_cast<const T*>(a.z);
-  A* stats = static_cast<A*>(a.stats);
-  A* rowloss = static_cast<A*>(a.rowloss);
-  const A ew = A(a.cfg.entropy_weight);
-  for (int64_t i = begin; i < end; ++i) {
-    int y;
-    bool in_set;
-    row_label(a, i, y, in_set);
-    rowloss[i] = R::forward(S + i * a.s_row_stride, Z + i * a.z_row_stride, a.C, y, in_set, y >= 0 ? ca : A(0),
-                            in_set ? cb : A(0), ew, scratch, cpad, stats + i, a.N);
+template <class A>
+struct Scratch {  // 64-byte aligned, freed on scope exit
+  A* p = nullptr;
+  explicit Scratch(size_t n) {
+    if (posix_memalign(reinterpret_cast<void**>(&p), 64, n * sizeof(A) + 64) != 0) p = nullptr;
   }
-}
+  ~Scratch() { free(p); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+};
 
 template <class T, int DIST>
-void backward_range(const RowArgs& a, int64_t begin, int64_t end) {
-  using V = VecFor<T>;
-  using A = typename V::acc;
-  using R = Row<V, T, DIST>;
+void erda_range_scalar(const RowArgs& a, int64_t begin, int64_t end) {
+  using A = typename Compute<T>::type;
+  using V = ScalarOps<A>;
   A ca, cb;
   loss_scales(a.cfg, a.counts, ca, cb);
+  Scratch<A> scratch(size_t(2) * a.C);  // null on failure: the maths then recomputes exp
   const T* S = static_cast<const T*>(a.s);
   const T* Z = static_cast<const T*>(a.z);
-  const A* stats = static_cast<const A*>(a.stats);
-  const A* grad = static_cast<const A*>(a.grad);
+  A* rowloss = static_cast<A*>(a.rowloss);
   T* GS = static_cast<T*>(a.gs);
   T* GZ = static_cast<T*>(a.gz);
   const A ew = A(a.cfg.entropy_weight);
   for (int64_t i = begin; i < end; ++i) {
-    int y;
-    bool in_set;
-    row_label(a, i, y, in_set);
-    const A g = grad[i * a.grad_stride];
-    R::backward(S + i * a.s_row_stride, Z + i * a.z_row_stride, a.C, y, in_set, g * ca, g * cb, ew,
-                stats + i, a.N, GS ? GS + i * a.C : nullptr, GZ ? GZ + i * a.C : nullptr);
+    const int64_t y = row_label(a, i);
+    const RowLabels<V> lab{A(y), y >= 0, a.cfg.erda_all || y < 0};
+    RowRef<A, T> x{S + i * a.s_row_stride, Z + i * a.z_row_stride, GS ? GS + i * a.C : nullptr,
+                   GZ ? GZ + i * a.C : nullptr};
+    RowStats<V> st;
+    rowloss[i] = Rows<V, DIST>::forward(x, a.C, lab, ca, cb, ew, scratch.p, st);
+    if (GS || GZ) Rows<V, DIST>::gradients(x, a.C, lab, ca, cb, ew, st, scratch.p, GS != nullptr, GZ != nullptr);
   }
 }
+
+template <class T, int D> struct ErdaScalar { static void run(const RowArgs& a, int64_t b, int64_t e) { erda_range_scalar<T, D>(a, b, e); } };
 
 template <template <class, int> class F, class T>
 RowsFn pick_distance(int distance) {
@@ -78,17 +66,15 @@ RowsFn pick_distance(int distance) {
   }
 }
 
-template <class T, int D> struct Fwd { static void run(const RowArgs& a, int64_t b, int64_t e) { forward_range<T, D>(a, b, e); } };
-template <class T, int D> struct Bwd { static void run(const RowArgs& a, int64_t b, int64_t e) { backward_range<T, D>(a, b, e); } };
-
-template <template <class, int> class F>
+// F: the row loop for float32 / float16 / bfloat16 storage, F64 for float64 (class templates F<T, DIST>::run).
+template <template <class, int> class F, template <class, int> class F64>
 void run_rows(const RowArgs& a, int64_t begin, int64_t end) {
   RowsFn fn;
   switch (a.dtype) {
     case kFloat32: fn = pick_distance<F, float>(a.cfg.distance); break;
     case kFloat16: fn = pick_distance<F, half_t>(a.cfg.distance); break;
     case kBFloat16: fn = pick_distance<F, bf16_t>(a.cfg.distance); break;
-    default: fn = pick_distance<F, double>(a.cfg.distance); break;
+    default: fn = pick_distance<F64, double>(a.cfg.distance); break;
   }
   fn(a, begin, end);
 }

@@ -1,5 +1,5 @@
-// The AVX2 (+FMA, F16C) vector policy for erda_row.h: 8 float lanes. Included only by rows_avx2.cpp,
-// which is compiled for AVX2 and selected at run time when the CPU has it.
+// The AVX2 (+FMA, F16C) vector policy for erda_row.h: 8 float lanes, one row each. Included only by
+// rows_avx2.cpp, which is compiled for AVX2 and selected at run time when the CPU has it.
 #pragma once
 #include <immintrin.h>
 
@@ -11,86 +11,40 @@ inline namespace ERDA_ISA {
 struct F8 {
   __m256 v;
 };
+struct M8 {
+  __m256 m;
+};
 inline F8 operator+(F8 a, F8 b) { return {_mm256_add_ps(a.v, b.v)}; }
 inline F8 operator-(F8 a, F8 b) { return {_mm256_sub_ps(a.v, b.v)}; }
 inline F8 operator*(F8 a, F8 b) { return {_mm256_mul_ps(a.v, b.v)}; }
+inline F8 operator/(F8 a, F8 b) { return {_mm256_div_ps(a.v, b.v)}; }
 
 struct Avx2Ops {
   using acc = float;
   using vec = F8;
+  using mask = M8;
   static constexpr int W = 8;
 
-  static F8 load(const float* p) { return {_mm256_loadu_ps(p)}; }
-  static F8 load(const half_t* p) { return {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))}; }
-  static F8 load(const bf16_t* p) {
-    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    return {_mm256_castsi256_ps(_mm256_slli_epi32(w, 16))};
-  }
-  static __m256i lanes_below(int n) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  }
-  static F8 load_part(const float* p, int n, float fill) {
-    const __m256i m = lanes_below(n);
-    return {_mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m))};
-  }
-  static void store_part(float* p, F8 v, int n) { _mm256_maskstore_ps(p, lanes_below(n), v.v); }
-  template <class T>
-  static F8 load_part(const T* p, int n, float fill) {
-    T tmp[8];
-    const T f = Narrow<T>::from(fill);
-    for (int i = 0; i < 8; ++i) tmp[i] = i < n ? p[i] : f;
-    return load(tmp);
-  }
-  static void store(float* p, F8 v) { _mm256_storeu_ps(p, v.v); }
-  static void store(half_t* p, F8 v) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v.v, _MM_FROUND_TO_NEAREST_INT));
-  }
-  static void store(bf16_t* p, F8 v) {
-    const __m256i u = _mm256_castps_si256(v.v);
-    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), 16);
-    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v.v, v.v, _CMP_UNORD_Q));
-    const __m256i qnan = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
-    r = _mm256_blendv_epi8(r, qnan, nan);
-    const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
-  }
-  template <class T>
-  static void store_part(T* p, F8 v, int n) {
-    T tmp[8];
-    store(tmp, v);
-    for (int i = 0; i < n; ++i) p[i] = tmp[i];
-  }
-  static F8 load_acc(const float* p) { return {_mm256_loadu_ps(p)}; }
-  static void store_acc(float* p, F8 v) { _mm256_storeu_ps(p, v.v); }
   static F8 set(float x) { return {_mm256_set1_ps(x)}; }
+  static F8 load(const float* p) { return {_mm256_load_ps(p)}; }  // 32-byte aligned scratch
+  static void store(float* p, F8 v) { _mm256_store_ps(p, v.v); }
+  // NaN in b propagates (maxps returns its second operand when either is NaN)
   static F8 max(F8 a, F8 b) { return {_mm256_max_ps(a.v, b.v)}; }
-  static float hmax(F8 a) {
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
-    return _mm_cvtss_f32(m);
-  }
-  static float hsum(F8 a) {
-    __m128 m = _mm_add_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
-    m = _mm_add_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_add_ss(m, _mm_shuffle_ps(m, m, 1));
-    return _mm_cvtss_f32(m);
-  }
   static F8 zero_if_zero(F8 c, F8 v) {
     return {_mm256_andnot_ps(_mm256_cmp_ps(c.v, _mm256_setzero_ps(), _CMP_EQ_OQ), v.v)};
   }
-  static F8 lane_value(int lane, float v) {
-    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i m = _mm256_cmpeq_epi32(iota, _mm256_set1_epi32(lane));
-    return {_mm256_and_ps(_mm256_castsi256_ps(m), _mm256_set1_ps(v))};
-  }
+  static F8 select(M8 m, F8 a, F8 b) { return {_mm256_blendv_ps(b.v, a.v, m.m)}; }
+  static M8 is_class(F8 y, int k) { return {_mm256_cmp_ps(y.v, _mm256_set1_ps(float(k)), _CMP_EQ_OQ)}; }
+  static M8 nonneg(F8 y) { return {_mm256_cmp_ps(y.v, _mm256_setzero_ps(), _CMP_GE_OQ)}; }
+  static bool any(M8 m) { return _mm256_movemask_ps(m.m) != 0; }
 
-  // exp: Cody-Waite range reduction and a degree-6 polynomial (Cephes), about 1 ulp. exp(x) = 0 for
-  // x < -87.33 (so exp(-inf) is exactly 0), +inf for x > 88.72, NaN stays NaN.
+  // exp: Cody-Waite range reduction and a degree-6 polynomial (Cephes), about 1 ulp. Arguments are
+  // clamped to [-88, 88.7]: below -87.34 the result is exactly 0 (so exp(-inf) = 0: the exponent
+  // field built for -127 is zero), above 88.7 it saturates near FLT_MAX (the kernels only pass x <= 0).
+  // The clamps keep a NaN argument NaN (maxps/minps return their second operand for NaN).
   static F8 exp(F8 x) {
-    const __m256 xin = x.v;
-    const __m256 xc = _mm256_min_ps(_mm256_max_ps(xin, _mm256_set1_ps(-88.0f)), _mm256_set1_ps(88.0f));
+    __m256 xc = _mm256_max_ps(_mm256_set1_ps(-88.0f), x.v);
+    xc = _mm256_min_ps(_mm256_set1_ps(88.7f), xc);
     const __m256 fx = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), xc);
@@ -103,11 +57,7 @@ struct Avx2Ops {
     y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
     y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
     const __m256i n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    y = _mm256_mul_ps(y, _mm256_castsi256_ps(n));
-    y = _mm256_andnot_ps(_mm256_cmp_ps(xin, _mm256_set1_ps(-87.33654475f), _CMP_LT_OQ), y);
-    y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), _mm256_cmp_ps(xin, _mm256_set1_ps(88.72283905f), _CMP_GT_OQ));
-    y = _mm256_blendv_ps(y, xin, _mm256_cmp_ps(xin, xin, _CMP_UNORD_Q));
-    return {y};
+    return {_mm256_mul_ps(y, _mm256_castsi256_ps(n))};
   }
 
   // log (Cephes logf), about 1 ulp on normal numbers; log(0) = -inf, log(x < 0) = NaN, log(inf) = inf,
@@ -115,7 +65,7 @@ struct Avx2Ops {
   static F8 log(F8 xv) {
     const __m256 xin = xv.v;
     __m256 x = _mm256_max_ps(xin, _mm256_castsi256_ps(_mm256_set1_epi32(0x00800000)));
-    __m256i e_i = _mm256_srli_epi32(_mm256_castps_si256(x), 23);
+    const __m256i e_i = _mm256_srli_epi32(_mm256_castps_si256(x), 23);
     x = _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(~0x7f800000)));
     x = _mm256_or_ps(x, _mm256_set1_ps(0.5f));
     __m256 e = _mm256_add_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(e_i, _mm256_set1_epi32(127))), _mm256_set1_ps(1.0f));
@@ -145,6 +95,160 @@ struct Avx2Ops {
     x = _mm256_blendv_ps(x, xin, _mm256_cmp_ps(xin, xin, _CMP_UNORD_Q));
     return {x};
   }
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Moving 8 rows between their (N, C) layout and the lanes layout of a block scratch [k * 8 + row].
+
+inline __m256i lanes_below(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const half_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline __m256 load8(const bf16_t* p) {
+  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+inline __m256 load_part(const float* p, int n, float fill) {
+  const __m256i m = lanes_below(n);
+  return _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m));
+}
+template <class T>
+inline __m256 load_part(const T* p, int n, float fill) {
+  T tmp[8];
+  const T f = Narrow<T>::from(fill);
+  for (int i = 0; i < 8; ++i) tmp[i] = i < n ? p[i] : f;
+  return load8(tmp);
+}
+
+inline void store8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+inline void store8(half_t* p, __m256 v) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+inline void store8(bf16_t* p, __m256 v) {
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), 16);
+  const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  const __m256i qnan = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+  r = _mm256_blendv_epi8(r, qnan, nan);
+  const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
+}
+inline void store_part(float* p, __m256 v, int n) { _mm256_maskstore_ps(p, lanes_below(n), v); }
+template <class T>
+inline void store_part(T* p, __m256 v, int n) {
+  T tmp[8];
+  store8(tmp, v);
+  for (int i = 0; i < n; ++i) p[i] = tmp[i];
+}
+
+inline void transpose8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+// rows [0, nrows) of the block (row r at base + r * stride), classes [0, C) -> out[k * 8 + r];
+// lanes of missing rows repeat row 0 (their results are never stored).
+template <class T>
+inline void gather_block(const T* base, int64_t stride, int nrows, int C, float* out) {
+  const T* p[8];
+#pragma GCC unroll 8
+  for (int row = 0; row < 8; ++row) p[row] = base + (row < nrows ? row : 0) * stride;
+  int kb = 0;
+  for (; kb + 8 <= C; kb += 8) {
+    __m256 r[8];
+#pragma GCC unroll 8
+    for (int row = 0; row < 8; ++row) r[row] = load8(p[row] + kb);
+    transpose8(r);
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) _mm256_store_ps(out + (kb + j) * 8, r[j]);
+  }
+  if (kb < C) {
+    __m256 r[8];
+#pragma GCC unroll 8
+    for (int row = 0; row < 8; ++row) r[row] = load_part(p[row] + kb, C - kb, -INFINITY);
+    transpose8(r);
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) _mm256_store_ps(out + (kb + j) * 8, r[j]);
+  }
+}
+
+// in[k * 8 + r] -> rows [0, nrows) of a contiguous (N, C) output starting at base. With `stream`, a full
+// block whose 8 * C outputs start 32-byte aligned is staged in `stage` (8 * C values) and written with
+// streaming stores, bypassing the caches.
+template <class T>
+inline void scatter_block(const float* in, int nrows, int C, T* base, T* stage, bool stream) {
+  stream = stream && nrows == 8 && (reinterpret_cast<uintptr_t>(base) & 31) == 0 && (C * sizeof(T)) % 4 == 0;
+  T* out = stream ? stage : base;
+  for (int kb = 0; kb < C; kb += 8) {
+    const int n = C - kb < 8 ? C - kb : 8;
+    __m256 r[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) r[j] = _mm256_load_ps(in + (kb + j) * 8);
+    transpose8(r);
+    if (nrows == 8 && n == 8) {
+#pragma GCC unroll 8
+      for (int row = 0; row < 8; ++row) store8(out + int64_t(row) * C + kb, r[row]);
+    } else if (nrows == 8) {
+#pragma GCC unroll 8
+      for (int row = 0; row < 8; ++row) store_part(out + int64_t(row) * C + kb, r[row], n);
+    } else {
+      for (int row = 0; row < nrows; ++row) store_part(out + int64_t(row) * C + kb, r[row], n);
+    }
+  }
+  if (stream) {  // 8 * C * sizeof(T) bytes: a multiple of 32 since C * sizeof(T) is a multiple of 4
+    const int nvec = int(8 * C * sizeof(T) / 32);
+    const char* src = reinterpret_cast<const char*>(stage);
+    char* dst = reinterpret_cast<char*>(base);
+    for (int v = 0; v < nvec; ++v)
+      _mm256_stream_si256(reinterpret_cast<__m256i*>(dst + 32 * v),
+                          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 32 * v)));
+  }
+}
+
+// Asks for rows [0, 8) of a block (row r at base + r * stride, C values each) to be brought into cache.
+template <class T>
+inline void prefetch_block(const T* base, int64_t stride, int C) {
+  const char* p = reinterpret_cast<const char*>(base);
+  if (stride == C) {
+    const int bytes = 8 * C * int(sizeof(T));
+    for (int o = 0; o < bytes; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
+  } else {
+    for (int r = 0; r < 8; ++r)
+      for (int o = 0; o < C * int(sizeof(T)); o += 64) _mm_prefetch(p + r * stride * int64_t(sizeof(T)) + o, _MM_HINT_T0);
+  }
+}
+
+struct BlockRef {
+  const float* st;  // s, lanes layout
+  const float* zt;  // z, lanes layout
+  float* gs;        // gradients, lanes layout (may alias st / zt: class k is read before it is written)
+  float* gz;
+  F8 s(int k) const { return {_mm256_load_ps(st + k * 8)}; }
+  F8 z(int k) const { return {_mm256_load_ps(zt + k * 8)}; }
+  F8 z_at(F8 y, M8 labeled) const {
+    const __m256i idx = _mm256_add_epi32(_mm256_slli_epi32(_mm256_cvtps_epi32(_mm256_and_ps(y.v, labeled.m)), 3),
+                                         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return {_mm256_mask_i32gather_ps(_mm256_setzero_ps(), zt, idx, labeled.m, 4)};
+  }
+  void put_gs(int k, F8 v) { _mm256_store_ps(gs + k * 8, v.v); }
+  void put_gz(int k, F8 v) { _mm256_store_ps(gz + k * 8, v.v); }
 };
 
 }  // namespace ERDA_ISA

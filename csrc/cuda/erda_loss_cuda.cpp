@@ -1,5 +1,5 @@
-// CUDA implementation of the ops: checks, label validation and counting with ATen ops on the device,
-// then the kernels of erda_loss_kernels.cu on the current stream.
+// CUDA implementation of the op: checks, label validation and counting with ATen ops on the device,
+// then the kernel of erda_loss_kernels.cu on the current stream.
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
@@ -29,69 +29,32 @@ at::Tensor count_labels(const std::optional<at::Tensor>& labels, int64_t N, int6
   return at::cat({n_lab, n_set});
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cuda(const at::Tensor& s, const at::Tensor& z,
-                                                            const std::optional<at::Tensor>& labels,
-                                                            c10::string_view distance, double entropy_weight,
-                                                            double erda_weight, double ce_weight, int64_t ignore_index,
-                                                            bool erda_all, c10::string_view reduction) {
-  const LossConfig cfg = make_config(std::string_view(distance.data(), distance.size()), entropy_weight, erda_weight,
-                                     ce_weight, erda_all, std::string_view(reduction.data(), reduction.size()));
-  check_inputs(s, z, labels);
-  const c10::cuda::CUDAGuard guard(s.device());
-  const at::Tensor S = unit_class_stride(s), Z = unit_class_stride(z);
-  const int64_t N = S.size(0);
-  at::Tensor counts = count_labels(labels, N, S.size(1), ignore_index, erda_all, s.options());
-  const auto ct = compute_type(s.scalar_type());
-  at::Tensor stats = at::empty({kNumStats, N}, s.options().dtype(ct));
-  at::Tensor rowloss = at::empty({N}, s.options().dtype(ct));
-  RowArgs a = make_args(S, Z, labels, ignore_index, counts, cfg);
-  a.stats = stats.data_ptr();
-  a.rowloss = rowloss.data_ptr();
-  launch_forward_cuda(a, at::cuda::getCurrentCUDAStream().stream());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {finish_loss(rowloss, cfg.reduction, s.scalar_type()), stats, counts};
-}
-
-std::tuple<at::Tensor, at::Tensor> backward_cuda(const at::Tensor& grad, const at::Tensor& s, const at::Tensor& z,
-                                                 const std::optional<at::Tensor>& labels, const at::Tensor& stats,
-                                                 const at::Tensor& counts, c10::string_view distance,
-                                                 double entropy_weight, double erda_weight, double ce_weight,
-                                                 int64_t ignore_index, bool erda_all, c10::string_view reduction,
-                                                 bool need_s, bool need_z) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> erda_loss_cuda(const at::Tensor& s, const at::Tensor& z,
+                                                              const std::optional<at::Tensor>& labels,
+                                                              c10::string_view distance, double entropy_weight,
+                                                              double erda_weight, double ce_weight,
+                                                              int64_t ignore_index, bool erda_all,
+                                                              c10::string_view reduction, bool need_s, bool need_z) {
   const LossConfig cfg = make_config(std::string_view(distance.data(), distance.size()), entropy_weight, erda_weight,
                                      ce_weight, erda_all, std::string_view(reduction.data(), reduction.size()));
   check_inputs(s, z, labels);
   const c10::cuda::CUDAGuard guard(s.device());
   const at::Tensor S = unit_class_stride(s), Z = unit_class_stride(z);
   const int64_t N = S.size(0), C = S.size(1);
-  const auto ct = compute_type(s.scalar_type());
-  TORCH_CHECK_VALUE(stats.scalar_type() == ct && stats.dim() == 2 && stats.size(0) == kNumStats &&
-                        stats.size(1) == N && stats.is_contiguous() && stats.device() == s.device(),
-                    "erda_loss backward: stats must be the forward's (", kNumStats, ", N) output");
-  TORCH_CHECK_VALUE(counts.scalar_type() == at::kLong && counts.numel() == 2 && counts.is_contiguous() &&
-                        counts.device() == s.device(),
-                    "erda_loss backward: counts must be the forward's (2,) int64 output");
-  TORCH_CHECK_VALUE(grad.device() == s.device(), "erda_loss backward: grad must be on ", s.device());
-  const at::Tensor g = prepare_grad(grad, cfg.reduction, N, ct);
+  const at::Tensor counts = count_labels(labels, N, C, ignore_index, erda_all, s.options());
+  at::Tensor rowloss = at::empty({N}, s.options().dtype(compute_type(s.scalar_type())));
   at::Tensor gs = need_s ? at::empty({N, C}, s.options()) : at::empty({0}, s.options());
   at::Tensor gz = need_z ? at::empty({N, C}, z.options()) : at::empty({0}, z.options());
   RowArgs a = make_args(S, Z, labels, ignore_index, counts, cfg);
-  a.stats = const_cast<void*>(stats.data_ptr());
-  a.grad = g.data_ptr();
-  a.grad_stride = cfg.reduction == kNone ? 1 : 0;
+  a.rowloss = rowloss.data_ptr();
   a.gs = need_s ? gs.data_ptr() : nullptr;
   a.gz = need_z ? gz.data_ptr() : nullptr;
-  if (need_s || need_z) {
-    launch_backward_cuda(a, at::cuda::getCurrentCUDAStream().stream());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-  return {gs, gz};
+  launch_erda_cuda(a, at::cuda::getCurrentCUDAStream().stream());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {finish_loss(rowloss, cfg.reduction, s.scalar_type()), gs, gz};
 }
 
 }  // namespace
 }  // namespace erda
 
-TORCH_LIBRARY_IMPL(erda_sparse, CUDA, m) {
-  m.impl("erda_loss_forward", &erda::forward_cuda);
-  m.impl("erda_loss_backward", &erda::backward_cuda);
-}
+TORCH_LIBRARY_IMPL(erda_sparse, CUDA, m) { m.impl("erda_loss", &erda::erda_loss_cuda); }

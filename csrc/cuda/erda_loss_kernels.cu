@@ -2,8 +2,8 @@
 //
 // A block of R threads owns R consecutive rows. It stages the rows of s and z in shared memory with
 // coalesced loads (fp16/bf16 widened to fp32 on the way), each thread then runs the shared row maths
-// (erda_row.h, one lane) on its own row, and the gradients go back out through shared memory with
-// coalesced stores. The shared-memory row stride is odd, so the per-thread row walks are free of bank
+// (erda_row.h, one lane) on its own row: the loss, then the gradients in place, which go back out
+// through shared memory with coalesced stores. The shared-memory row stride is odd, so the per-thread row walks are free of bank
 // conflicts. Rows too wide for the tile (C > 191) use a direct kernel, one thread per row.
 //
 // No torch types here: the launchers take raw pointers (kernel_api.h), so this file also compiles on
@@ -37,10 +37,9 @@ inline Tile tile_for(int C) {
   return Tile{rows, ld};
 }
 
-__device__ __forceinline__ void label_of(const RowArgs& a, int64_t i, int& y, bool& in_set) {
+__device__ __forceinline__ int64_t row_label(const RowArgs& a, int64_t i) {
   const int64_t lab = a.labels ? a.labels[i * a.label_stride] : a.ignore_index;
-  y = lab == a.ignore_index ? -1 : int(lab);
-  in_set = a.cfg.erda_all || y < 0;
+  return lab == a.ignore_index ? -1 : lab;
 }
 
 template <class T>
@@ -63,32 +62,7 @@ __device__ __forceinline__ void store_tile(const float* src, int64_t row0, int r
 }
 
 template <class T, int DIST>
-__global__ void forward_tiled(RowArgs a, int ld) {
-  extern __shared__ float smem[];
-  const int R = blockDim.x;
-  float* ts = smem;
-  float* tz = smem + R * ld;
-  const int64_t row0 = int64_t(blockIdx.x) * R;
-  const int rows = int(a.N - row0 < R ? a.N - row0 : R);
-  load_tile(static_cast<const T*>(a.s), a.s_row_stride, row0, rows, a.C, ld, ts);
-  load_tile(static_cast<const T*>(a.z), a.z_row_stride, row0, rows, a.C, ld, tz);
-  __syncthreads();
-  const int r = threadIdx.x;
-  if (r >= rows) return;
-  const int64_t i = row0 + r;
-  float ca, cb;
-  loss_scales(a.cfg, a.counts, ca, cb);
-  int y;
-  bool in_set;
-  label_of(a, i, y, in_set);
-  float* stats = static_cast<float*>(a.stats);
-  static_cast<float*>(a.rowloss)[i] = Row<ScalarOps<float>, float, DIST>::forward(
-      ts + r * ld, tz + r * ld, a.C, y, in_set, y >= 0 ? ca : 0.f, in_set ? cb : 0.f, a.cfg.entropy_weight, nullptr, 0,
-      stats + i, a.N);
-}
-
-template <class T, int DIST>
-__global__ void backward_tiled(RowArgs a, int ld) {
+__global__ void erda_tiled(RowArgs a, int ld) {
   extern __shared__ float smem[];
   const int R = blockDim.x;
   float* ts = smem;
@@ -100,17 +74,18 @@ __global__ void backward_tiled(RowArgs a, int ld) {
   __syncthreads();
   const int r = threadIdx.x;
   if (r < rows) {
+    using V = ScalarOps<float>;
     const int64_t i = row0 + r;
     float ca, cb;
     loss_scales(a.cfg, a.counts, ca, cb);
-    int y;
-    bool in_set;
-    label_of(a, i, y, in_set);
-    const float g = static_cast<const float*>(a.grad)[i * a.grad_stride];
-    // gradients overwrite the staged rows in place
-    Row<ScalarOps<float>, float, DIST>::backward(ts + r * ld, tz + r * ld, a.C, y, in_set, g * ca, g * cb,
-                                                 a.cfg.entropy_weight, static_cast<const float*>(a.stats) + i, a.N,
-                                                 a.gs ? ts + r * ld : nullptr, a.gz ? tz + r * ld : nullptr);
+    const int64_t y = row_label(a, i);
+    const RowLabels<V> lab{float(y), y >= 0, a.cfg.erda_all || y < 0};
+    // the gradients overwrite the staged rows in place (class k is read before it is written)
+    RowRef<float, float> x{ts + r * ld, tz + r * ld, ts + r * ld, tz + r * ld};
+    RowStats<V> st;
+    static_cast<float*>(a.rowloss)[i] = Rows<V, DIST>::forward(x, a.C, lab, ca, cb, a.cfg.entropy_weight, nullptr, st);
+    if (a.gs || a.gz)
+      Rows<V, DIST>::gradients(x, a.C, lab, ca, cb, a.cfg.entropy_weight, st, nullptr, a.gs != nullptr, a.gz != nullptr);
   }
   __syncthreads();
   if (a.gs) store_tile(ts, row0, rows, a.C, ld, static_cast<T*>(a.gs));
@@ -118,80 +93,60 @@ __global__ void backward_tiled(RowArgs a, int ld) {
 }
 
 template <class T, class A, int DIST>
-__global__ void forward_direct(RowArgs a) {
+__global__ void erda_direct(RowArgs a) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= a.N) return;
+  using V = ScalarOps<A>;
   A ca, cb;
   loss_scales(a.cfg, a.counts, ca, cb);
-  int y;
-  bool in_set;
-  label_of(a, i, y, in_set);
-  const T* S = static_cast<const T*>(a.s);
-  const T* Z = static_cast<const T*>(a.z);
-  static_cast<A*>(a.rowloss)[i] = Row<ScalarOps<A>, T, DIST>::forward(
-      S + i * a.s_row_stride, Z + i * a.z_row_stride, a.C, y, in_set, y >= 0 ? ca : A(0), in_set ? cb : A(0),
-      A(a.cfg.entropy_weight), nullptr, 0, static_cast<A*>(a.stats) + i, a.N);
-}
-
-template <class T, class A, int DIST>
-__global__ void backward_direct(RowArgs a) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= a.N) return;
-  A ca, cb;
-  loss_scales(a.cfg, a.counts, ca, cb);
-  int y;
-  bool in_set;
-  label_of(a, i, y, in_set);
-  const A g = static_cast<const A*>(a.grad)[i * a.grad_stride];
-  const T* S = static_cast<const T*>(a.s);
-  const T* Z = static_cast<const T*>(a.z);
+  const int64_t y = row_label(a, i);
+  const RowLabels<V> lab{A(y), y >= 0, a.cfg.erda_all || y < 0};
   T* GS = static_cast<T*>(a.gs);
   T* GZ = static_cast<T*>(a.gz);
-  Row<ScalarOps<A>, T, DIST>::backward(S + i * a.s_row_stride, Z + i * a.z_row_stride, a.C, y, in_set, g * ca, g * cb,
-                                       A(a.cfg.entropy_weight), static_cast<const A*>(a.stats) + i, a.N,
-                                       GS ? GS + i * a.C : nullptr, GZ ? GZ + i * a.C : nullptr);
+  RowRef<A, T> x{static_cast<const T*>(a.s) + i * a.s_row_stride, static_cast<const T*>(a.z) + i * a.z_row_stride,
+                 GS ? GS + i * a.C : nullptr, GZ ? GZ + i * a.C : nullptr};
+  RowStats<V> st;
+  static_cast<A*>(a.rowloss)[i] = Rows<V, DIST>::forward(x, a.C, lab, ca, cb, A(a.cfg.entropy_weight), nullptr, st);
+  if (GS || GZ) Rows<V, DIST>::gradients(x, a.C, lab, ca, cb, A(a.cfg.entropy_weight), st, nullptr, GS != nullptr, GZ != nullptr);
 }
 
 template <class T, int DIST>
-void launch(const RowArgs& a, cudaStream_t stream, bool backward) {
+void launch(const RowArgs& a, cudaStream_t stream) {
   if (a.N == 0) return;
   // float64 always takes the direct kernel (it is there for gradcheck, not for speed)
   const Tile t = sizeof(T) == 8 ? Tile{kMaxRowsPerBlock, 0} : tile_for(a.C);
   const unsigned blocks = unsigned((a.N + t.rows - 1) / t.rows);
   if (t.ld > 0) {
     const size_t smem = size_t(2) * t.rows * t.ld * sizeof(float);
-    if (backward) backward_tiled<T, DIST><<<blocks, t.rows, smem, stream>>>(a, t.ld);
-    else forward_tiled<T, DIST><<<blocks, t.rows, smem, stream>>>(a, t.ld);
+    erda_tiled<T, DIST><<<blocks, t.rows, smem, stream>>>(a, t.ld);
   } else {
     using A = typename std::conditional<sizeof(T) == 8, double, float>::type;
-    if (backward) backward_direct<T, A, DIST><<<blocks, t.rows, 0, stream>>>(a);
-    else forward_direct<T, A, DIST><<<blocks, t.rows, 0, stream>>>(a);
+    erda_direct<T, A, DIST><<<blocks, t.rows, 0, stream>>>(a);
   }
 }
 
 template <class T>
-void launch_distance(const RowArgs& a, cudaStream_t stream, bool backward) {
+void launch_distance(const RowArgs& a, cudaStream_t stream) {
   switch (a.cfg.distance) {
-    case kKL: launch<T, kKL>(a, stream, backward); break;
-    case kReverseKL: launch<T, kReverseKL>(a, stream, backward); break;
-    case kJS: launch<T, kJS>(a, stream, backward); break;
-    default: launch<T, kMSE>(a, stream, backward); break;
+    case kKL: launch<T, kKL>(a, stream); break;
+    case kReverseKL: launch<T, kReverseKL>(a, stream); break;
+    case kJS: launch<T, kJS>(a, stream); break;
+    default: launch<T, kMSE>(a, stream); break;
   }
 }
 
-void launch_any(const RowArgs& a, cudaStream_t stream, bool backward) {
+void launch_any(const RowArgs& a, cudaStream_t stream) {
   switch (a.dtype) {
-    case kFloat32: launch_distance<float>(a, stream, backward); break;
-    case kFloat16: launch_distance<half_t>(a, stream, backward); break;
-    case kBFloat16: launch_distance<bf16_t>(a, stream, backward); break;
-    default: launch_distance<double>(a, stream, backward); break;
+    case kFloat32: launch_distance<float>(a, stream); break;
+    case kFloat16: launch_distance<half_t>(a, stream); break;
+    case kBFloat16: launch_distance<bf16_t>(a, stream); break;
+    default: launch_distance<double>(a, stream); break;
   }
 }
 
 }  // namespace
 }  // namespace ERDA_ISA
 
-void launch_forward_cuda(const RowArgs& a, void* stream) { launch_any(a, static_cast<cudaStream_t>(stream), false); }
-void launch_backward_cuda(const RowArgs& a, void* stream) { launch_any(a, static_cast<cudaStream_t>(stream), true); }
+void launch_erda_cuda(const RowArgs& a, void* stream) { launch_any(a, static_cast<cudaStream_t>(stream)); }
 
 }  // namespace erda

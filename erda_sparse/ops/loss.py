@@ -1,9 +1,11 @@
-"""`erda_loss`: the fused ERDA objective (softmax, entropy, distance and cross-entropy, forward and
-backward) on top of the native ops `torch.ops.erda_sparse.erda_loss_forward/backward`.
+"""`erda_loss`: the fused ERDA objective (softmax, entropy, distance and cross-entropy, loss and
+gradients) on top of the native op `torch.ops.erda_sparse.erda_loss`.
 
-The forward computes the loss and small per-row statistics (7 numbers a row); the backward recomputes
-p and q from them and writes both gradients in one pass, scaled by the incoming gradient. Nothing of
-size N x C is allocated besides the two gradients.
+When an input needs a gradient, the op computes it in the same pass as the loss, from the same
+exponentials, for an upstream gradient of 1 (Liger-Kernel's habit); the backward hands those gradients on
+as they are when the upstream gradient is exactly 1 (`loss.backward()`, a sum of losses) and otherwise
+scales them. Nothing of size N x C is allocated besides the two gradients (and, for an upstream
+gradient other than 1, their scaled copies).
 """
 import torch
 
@@ -19,46 +21,54 @@ except ImportError as exc:  # pragma: no cover - depends on how the package was 
         "(`pip install --no-build-isolation -e .` builds in place)."
     ) from exc
 
-_forward = torch.ops.erda_sparse.erda_loss_forward
-_backward = torch.ops.erda_sparse.erda_loss_backward
-NUM_STATS = 7
+_op = torch.ops.erda_sparse.erda_loss
 
 
-@torch.library.register_fake("erda_sparse::erda_loss_forward")
-def _forward_fake(s, z, labels, distance, entropy_weight, erda_weight, ce_weight, ignore_index, erda_all,
-                  reduction):
-    n = s.shape[0]
-    compute = torch.float64 if s.dtype == torch.float64 else torch.float32
-    loss = s.new_empty((n,) if reduction == "none" else ())
-    stats = s.new_empty((NUM_STATS, n), dtype=compute)
-    counts = s.new_empty((2,), dtype=torch.int64)
-    return loss, stats, counts
-
-
-@torch.library.register_fake("erda_sparse::erda_loss_backward")
-def _backward_fake(grad, s, z, labels, stats, counts, distance, entropy_weight, erda_weight, ce_weight,
-                   ignore_index, erda_all, reduction, need_grad_pseudo, need_grad_logits):
+@torch.library.register_fake("erda_sparse::erda_loss")
+def _erda_loss_fake(s, z, labels, distance, entropy_weight, erda_weight, ce_weight, ignore_index, erda_all,
+                    reduction, need_grad_pseudo, need_grad_logits):
+    loss = s.new_empty((s.shape[0],) if reduction == "none" else ())
     gs = torch.empty_like(s, memory_format=torch.contiguous_format) if need_grad_pseudo else s.new_empty((0,))
     gz = torch.empty_like(z, memory_format=torch.contiguous_format) if need_grad_logits else z.new_empty((0,))
-    return gs, gz
+    return loss, gs, gz
 
 
 def _setup_context(ctx, inputs, output):
-    s, z, labels, *options = inputs
-    _, stats, counts = output
-    ctx.save_for_backward(s, z, labels, stats, counts)
-    ctx.options = options
-    ctx.mark_non_differentiable(stats, counts)
+    _, gs, gz = output
+    ctx.reduction = inputs[9]
+    ctx.mark_non_differentiable(gs, gz)
+    ctx.set_materialize_grads(False)  # no N x C zeros for the gradient outputs, which take no gradient
+    ctx.save_for_backward(gs, gz)
 
 
-def _backward_formula(ctx, grad_loss, grad_stats, grad_counts):
-    s, z, labels, stats, counts = ctx.saved_tensors
+def _exactly_one(grad):
+    """True when grad is a real (not traced) single value equal to 1: the gradients computed in the forward
+    are then the answer as they are."""
+    if type(grad) is not torch.Tensor or torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
+        return False
+    if grad.numel() != 1 or (grad.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return False
+    return bool(grad == 1)
+
+
+def _backward(ctx, grad_loss, _grad_gs, _grad_gz):
+    gs, gz = ctx.saved_tensors
+    if grad_loss is None:  # the loss itself took no part in what was differentiated
+        return (None,) * 12
     need_s, need_z = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    gs, gz = _backward(grad_loss, s, z, labels, stats, counts, *ctx.options, need_s, need_z)
-    return (gs if need_s else None, gz if need_z else None) + (None,) * (2 + len(ctx.options))
+    for name, need, g in (("pseudo_logits", need_s, gs), ("logits", need_z, gz)):
+        if need and g.dim() != 2:
+            raise RuntimeError(f"erda_sparse::erda_loss computed no gradient for {name}, which requires one: call "
+                               f"it with need_grad_{'pseudo' if name == 'pseudo_logits' else 'logits'}=True "
+                               "(erda_sparse.ops.erda_loss does)")
+    if not _exactly_one(grad_loss):
+        scale = grad_loss[:, None] if ctx.reduction == "none" else grad_loss
+        gs = gs * scale if need_s else gs
+        gz = gz * scale if need_z else gz
+    return (gs if need_s else None, gz if need_z else None) + (None,) * 10
 
 
-torch.library.register_autograd("erda_sparse::erda_loss_forward", _backward_formula, setup_context=_setup_context)
+torch.library.register_autograd("erda_sparse::erda_loss", _backward, setup_context=_setup_context)
 
 
 def erda_loss(pseudo_logits, logits, labels=None, *, distance="kl", entropy_weight=1.0, erda_weight=1.0,
@@ -82,6 +92,8 @@ def erda_loss(pseudo_logits, logits, labels=None, *, distance="kl", entropy_weig
                     erda_points=erda_points, reduction=reduction)
     if detach_pseudo:
         pseudo_logits = pseudo_logits.detach()
-    loss, _, _ = _forward(pseudo_logits, logits, labels, distance, float(entropy_weight), float(erda_weight),
-                          float(ce_weight), int(ignore_index), erda_points == "all", reduction)
+    grad_mode = torch.is_grad_enabled()
+    loss, _, _ = _op(pseudo_logits, logits, labels, distance, float(entropy_weight), float(erda_weight),
+                     float(ce_weight), int(ignore_index), erda_points == "all", reduction,
+                     grad_mode and pseudo_logits.requires_grad, grad_mode and logits.requires_grad)
     return loss

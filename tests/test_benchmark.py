@@ -1,0 +1,29 @@
+"""The loss benchmark runs (quick mode) and reports what it promises; no speed is asserted here."""
+import json
+import pathlib
+import subprocess
+import sys
+
+BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "loss_throughput.py"
+
+
+def test_quick_benchmark_runs_and_reports(tmp_path):
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, str(BENCH), "--quick", "--labels", "with", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "CPU vector path of the fused op" in r.stdout
+    data = json.loads(out.read_text())
+    assert data["header"]["cpu_vector_path"] in ("avx2", "generic")
+    assert len(data["results"]) == 2
+    for row in data["results"]:
+        for variant in ("fused", "eager", "compile"):
+            assert row[variant]["median_ms"] > 0 and row[variant]["runs"] >= 3
+        assert row["copy_GBps"] > 0 and row["floor_ms"] > 0 and row["fused_over_floor"] > 0
+        assert row["speedup_vs_eager"] > 0 and row["speedup_vs_compile"] > 0
+        # the fused op allocates the two gradients and O(N) besides, nothing else of size N x C
+        nc_bytes = row["N"] * row["C"] * 4
+        extra = row["fused"]["peak_extra_MB"] * 2**20
+        assert 2 * nc_bytes <= extra <= 2 * nc_bytes + 16 * row["N"] + 4096, (extra, nc_bytes)
+        # while the eager composition materialises several N x C temporaries
+        assert row["eager"]["peak_extra_MB"] * 2**20 > 3 * nc_bytes
