@@ -21,3 +21,8 @@ def scannet_sample():
     if not (SCANNET_SAMPLE / "scans").is_dir():
         pytest.skip(f"real ScanNet sample not found at {SCANNET_SAMPLE}")
     return SCANNET_SAMPLE
+
+
+def pytest_configure(config):
+    # MinkowskiEngine 0.5.4 instantiates its autograd Functions, which current PyTorch deprecates
+    config.addinivalue_line("filterwarnings", "ignore:.*should not be instantiated.*:DeprecationWarning")

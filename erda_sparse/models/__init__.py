@@ -1,0 +1,1 @@
+"""Networks: the MinkUNet family (minkunet) and the ERDA pseudo-label head (pseudo_head)."""
