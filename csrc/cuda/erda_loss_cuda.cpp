@@ -1,7 +1,9 @@
 // CUDA implementation of the op: checks, label validation and counting with ATen ops on the device,
 // then the kernel of erda_loss_kernels.cu on the current stream.
-#include <ATen/cuda/CUDAContext.h>
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "../common.h"
@@ -49,7 +51,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> erda_loss_cuda(const at::Tensor& 
   a.rowloss = rowloss.data_ptr();
   a.gs = need_s ? gs.data_ptr() : nullptr;
   a.gz = need_z ? gz.data_ptr() : nullptr;
-  launch_erda_cuda(a, at::cuda::getCurrentCUDAStream().stream());
+  launch_erda_cuda(a, c10::cuda::getCurrentCUDAStream().stream());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return {finish_loss(rowloss, cfg.reduction, s.scalar_type()), gs, gz};
 }
