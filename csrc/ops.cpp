@@ -59,11 +59,13 @@ void check_inputs(const at::Tensor& s, const at::Tensor& z, const std::optional<
   }
 }
 
-at::Tensor unit_class_stride(const at::Tensor& x) {
+// The row-major view the kernels need (class stride 1); copies only when the class stride is not 1.
+static at::Tensor unit_class_stride(const at::Tensor& x) {
   return (x.size(1) == 1 || x.stride(1) == 1) ? x : x.contiguous();
 }
 
-at::ScalarType compute_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+// float64 for float64, else float32
+static at::ScalarType compute_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
 static int dtype_code(at::ScalarType t) {
   switch (t) {
@@ -74,23 +76,42 @@ static int dtype_code(at::ScalarType t) {
   }
 }
 
-RowArgs make_args(const at::Tensor& s, const at::Tensor& z, const std::optional<at::Tensor>& labels,
-                  int64_t ignore_index, const at::Tensor& counts, const LossConfig& cfg) {
+Call begin_call(const at::Tensor& s, const at::Tensor& z, const std::optional<at::Tensor>& labels,
+                std::string_view distance, double entropy_weight, double erda_weight, double ce_weight, bool erda_all,
+                std::string_view reduction, bool need_s, bool need_z) {
+  Call c;
+  c.cfg = make_config(distance, entropy_weight, erda_weight, ce_weight, erda_all, reduction);
+  check_inputs(s, z, labels);
+  c.S = unit_class_stride(s);
+  c.Z = unit_class_stride(z);
+  c.N = s.size(0);
+  c.C = s.size(1);
+  c.rowloss = at::empty({c.N}, s.options().dtype(compute_type(s.scalar_type())));
+  c.gs = need_s ? at::empty({c.N, c.C}, s.options()) : at::empty({0}, s.options());
+  c.gz = need_z ? at::empty({c.N, c.C}, z.options()) : at::empty({0}, z.options());
+  return c;
+}
+
+RowArgs make_args(const Call& c, const std::optional<at::Tensor>& labels, int64_t ignore_index,
+                  const at::Tensor& counts) {
   RowArgs a;
-  a.s = s.data_ptr();
-  a.z = z.data_ptr();
-  a.s_row_stride = s.stride(0);
-  a.z_row_stride = z.stride(0);
+  a.s = c.S.data_ptr();
+  a.z = c.Z.data_ptr();
+  a.s_row_stride = c.S.stride(0);
+  a.z_row_stride = c.Z.stride(0);
   if (labels.has_value()) {
     a.labels = labels->data_ptr<int64_t>();
     a.label_stride = labels->stride(0);
   }
   a.ignore_index = ignore_index;
   a.counts = counts.data_ptr<int64_t>();
-  a.N = s.size(0);
-  a.C = int(s.size(1));
-  a.dtype = dtype_code(s.scalar_type());
-  a.cfg = cfg;
+  a.N = c.N;
+  a.C = int(c.C);
+  a.dtype = dtype_code(c.S.scalar_type());
+  a.cfg = c.cfg;
+  a.rowloss = c.rowloss.data_ptr();
+  a.gs = c.gs.numel() ? c.gs.data_ptr() : nullptr;
+  a.gz = c.gz.numel() ? c.gz.data_ptr() : nullptr;
   return a;
 }
 

@@ -37,23 +37,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> erda_loss_cuda(const at::Tensor& 
                                                               double erda_weight, double ce_weight,
                                                               int64_t ignore_index, bool erda_all,
                                                               c10::string_view reduction, bool need_s, bool need_z) {
-  const LossConfig cfg = make_config(std::string_view(distance.data(), distance.size()), entropy_weight, erda_weight,
-                                     ce_weight, erda_all, std::string_view(reduction.data(), reduction.size()));
-  check_inputs(s, z, labels);
   const c10::cuda::CUDAGuard guard(s.device());
-  const at::Tensor S = unit_class_stride(s), Z = unit_class_stride(z);
-  const int64_t N = S.size(0), C = S.size(1);
-  const at::Tensor counts = count_labels(labels, N, C, ignore_index, erda_all, s.options());
-  at::Tensor rowloss = at::empty({N}, s.options().dtype(compute_type(s.scalar_type())));
-  at::Tensor gs = need_s ? at::empty({N, C}, s.options()) : at::empty({0}, s.options());
-  at::Tensor gz = need_z ? at::empty({N, C}, z.options()) : at::empty({0}, z.options());
-  RowArgs a = make_args(S, Z, labels, ignore_index, counts, cfg);
-  a.rowloss = rowloss.data_ptr();
-  a.gs = need_s ? gs.data_ptr() : nullptr;
-  a.gz = need_z ? gz.data_ptr() : nullptr;
-  launch_erda_cuda(a, c10::cuda::getCurrentCUDAStream().stream());
+  const Call c = begin_call(s, z, labels, std::string_view(distance.data(), distance.size()), entropy_weight,
+                            erda_weight, ce_weight, erda_all, std::string_view(reduction.data(), reduction.size()),
+                            need_s, need_z);
+  const at::Tensor counts = count_labels(labels, c.N, c.C, ignore_index, erda_all, s.options());
+  launch_erda_cuda(make_args(c, labels, ignore_index, counts), c10::cuda::getCurrentCUDAStream().stream());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {finish_loss(rowloss, cfg.reduction, s.scalar_type()), gs, gz};
+  return {finish_loss(c.rowloss, c.cfg.reduction, s.scalar_type()), c.gs, c.gz};
 }
 
 }  // namespace
