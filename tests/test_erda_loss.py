@@ -91,7 +91,7 @@ def test_torch_compile_fullgraph_no_graph_break():
         return ops.erda_loss(a, b, lab, erda_weight=0.1) * 2.0
 
     torch._dynamo.reset()
-    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(step, fullgraph=True)
     out, gs, gz = run(compiled, s, z, labels)
     rout, rgs, rgz = run(step, s, z, labels)
     torch.testing.assert_close(out, rout)

@@ -82,3 +82,15 @@ def test_dataset_and_collate_build_a_sparse_tensor():
     v = val[1]
     assert len(v["inverse"]) == len(scenes[1].coords) and v["inverse"].max() < len(v["coords"])
     np.testing.assert_array_equal(v["point_labels"], scenes[1].labels)
+
+
+def test_loader_with_worker_processes():
+    from erda_sparse.data.loader import make_loader
+
+    scenes = [scannet.Scene(f"s{i}", *cloud(1500, 20 + i)) for i in range(4)]
+    ds = VoxelScenes(scenes, None, voxel_size=0.05, train=True, seed=3)
+    batches = list(make_loader(ds, batch_size=2, shuffle=True, workers=2, seed=0))
+    assert len(batches) == 2 and sorted(sum((b["scenes"] for b in batches), [])) == ["s0", "s1", "s2", "s3"]
+    again = list(make_loader(ds, batch_size=2, shuffle=True, workers=2, seed=0))
+    for a, b in zip(batches, again):  # same seed: same order, same augmented samples
+        assert a["scenes"] == b["scenes"] and torch.equal(a["coords"], b["coords"])
