@@ -42,7 +42,7 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
   "$PY" -m pip install -q "$TORCH_SPEC"
 fi
 step "build and runtime dependencies"
-"$PY" -m pip install -q "numpy" "plyfile" "ninja" "pybind11" "setuptools>=64" "wheel" "tqdm"
+"$PY" -m pip install -q "numpy" "plyfile" "ninja" "pybind11" "setuptools>=64" "wheel" "tqdm" "tensorboard" "matplotlib"
 if [ "$WITH_TEST" = 1 ]; then
   "$PY" -m pip install -q "pytest>=7" "cmake>=3.18"
 fi

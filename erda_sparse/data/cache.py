@@ -16,8 +16,12 @@ from . import scannet
 CACHE_VERSION = 1
 
 
+def cache_base():
+    return os.environ.get("ERDA_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "erda_sparse")
+
+
 def default_cache_dir(root):
-    base = os.environ.get("ERDA_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "erda_sparse")
+    base = cache_base()
     root = os.path.abspath(root)
     tag = hashlib.sha1(root.encode()).hexdigest()[:10]
     return os.path.join(base, f"{os.path.basename(root.rstrip(os.sep)) or 'root'}-{tag}")

@@ -1,0 +1,74 @@
+"""What a run leaves for watching it: metrics.jsonl (one JSON object a line), TensorBoard scalars (when
+tensorboard is installed), and a PNG of the loss and mIoU curves (when matplotlib is installed)."""
+import json
+import math
+import os
+
+
+class RunLog:
+    def __init__(self, out_dir, enabled=True):
+        self.out_dir = out_dir
+        self.enabled = enabled
+        self.path = os.path.join(out_dir, "metrics.jsonl")
+        self.writer = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(os.path.join(out_dir, "tensorboard"))
+            except Exception:  # tensorboard not installed: the JSON lines and the PNG still record the run
+                self.writer = None
+
+    def record(self, kind, step, **values):
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"kind": kind, "step": step, **values}) + "\n")
+        if self.writer is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    self.writer.add_scalar(f"{kind}/{k}", v, step)
+            self.writer.flush()
+
+    def records(self):
+        if not os.path.isfile(self.path):
+            return []
+        with open(self.path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def plot(self):
+        """curves.png: training loss per epoch and validation mIoU."""
+        if not self.enabled:
+            return None
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except Exception:
+            return None
+        rec = self.records()
+        tr = [r for r in rec if r["kind"] == "train_epoch"]
+        va = [r for r in rec if r["kind"] == "val"]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+        if tr:
+            axes[0].plot([r["epoch"] for r in tr], [r["loss"] for r in tr], label="total")
+            for key in ("ce", "erda"):
+                if key in tr[0]:
+                    axes[0].plot([r["epoch"] for r in tr], [r[key] for r in tr], label=key)
+        axes[0].set_xlabel("epoch")
+        axes[0].set_title("training loss")
+        axes[0].legend()
+        if va:
+            axes[1].plot([r["epoch"] for r in va], [100 * r["miou"] for r in va], marker="o")
+        axes[1].set_xlabel("epoch")
+        axes[1].set_title("validation mIoU (%)")
+        fig.tight_layout()
+        path = os.path.join(self.out_dir, "curves.png")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
