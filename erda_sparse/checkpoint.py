@@ -1,5 +1,6 @@
 """Checkpoints written atomically (temporary file in the same folder, fsync, rename): a crash leaves the
-previous file intact, never a half-written one."""
+previous file intact, never a half-written one. A run keeps its newest step checkpoints
+(ckpt-<step>.pt) and the best one (best.pt)."""
 import os
 import tempfile
 
@@ -38,3 +39,34 @@ def load(path, map_location="cpu"):
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
+
+
+def step_path(out_dir, step):
+    return os.path.join(out_dir, f"ckpt-{step:08d}.pt")
+
+
+def listed(out_dir):
+    """The run's step checkpoints, newest first."""
+    if not os.path.isdir(out_dir):
+        return []
+    names = sorted((n for n in os.listdir(out_dir) if n.startswith("ckpt-") and n.endswith(".pt")), reverse=True)
+    return [os.path.join(out_dir, n) for n in names]
+
+
+def latest(out_dir, map_location="cpu", report=print):
+    """(path, state) of the newest checkpoint that loads; each unreadable newer one is reported by name and
+    passed over. CheckpointError when there is none."""
+    paths = listed(out_dir)
+    for path in paths:
+        try:
+            return path, load(path, map_location)
+        except CheckpointError as exc:
+            report(f"warning: {exc}; trying the previous checkpoint")
+    raise CheckpointError(f"{out_dir}: no readable checkpoint to resume from"
+                          + (f" ({len(paths)} unreadable)" if paths else ""))
+
+
+def prune(out_dir, keep):
+    """Deletes all but the newest `keep` step checkpoints."""
+    for path in listed(out_dir)[keep:]:
+        os.unlink(path)

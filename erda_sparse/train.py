@@ -13,16 +13,19 @@ batch 2, 24 epochs over 12 rooms.
 import argparse
 import json
 import os
+import random
+import signal
 import sys
 import time
 
 import numpy as np
 import torch
 
+from . import distributed as ddp
 from . import ops
-from .checkpoint import CheckpointError, load, save
+from .checkpoint import CheckpointError, latest, prune, save, step_path
 from .data import IGNORE_LABEL, cache, scannet, synthetic, weak_labels
-from .data.loader import VoxelScenes, make_loader
+from .data.loader import VoxelScenes, collate, make_loader
 from .metrics import confusion, scores, table
 from .models import minkunet
 from .models.pseudo_head import PseudoLabelHead
@@ -65,7 +68,11 @@ def parse_args(argv=None):
     p.add_argument("--erda-points", default="unlabeled", choices=ops.ERDA_POINTS)
     p.add_argument("--detach-pseudo", action="store_true")
     p.add_argument("--with-xyz", action="store_true", help="add voxel coordinates to the colour features")
+    p.add_argument("--ckpt-every", type=int, default=None, help="checkpoint every K steps too (default: epoch ends only)")
+    p.add_argument("--keep", type=int, default=3, help="step checkpoints kept (newest first)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per process (1 makes CPU runs bit-exact)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (smoke runs)")
+    p.add_argument("--dump-rank-state", default=None, help=argparse.SUPPRESS)
     p.add_argument("--synthetic-rooms", type=int, default=SYNTHETIC_ROOMS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if not args.scannet:
@@ -126,9 +133,12 @@ def sparse_input(batch, device):
 @torch.no_grad()
 def evaluate(model, scenes, voxel_size, device, with_xyz=False, num_classes=scannet.NUM_CLASSES, keep_pred=False):
     """Confusion matrix over every original point of the scenes (voxel logits mapped back through the
-    inverse maps), and the per-point predictions when keep_pred."""
+    inverse maps), and the per-point predictions when keep_pred. Under torchrun each process takes every
+    world-th scene and the matrices are summed."""
+    was_training = model.training
     model.eval()
-    ds = VoxelScenes(scenes, None, voxel_size=voxel_size, train=False, with_xyz=with_xyz)
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if ddp.active() else (0, 1)
+    ds = VoxelScenes(scenes[rank::world], None, voxel_size=voxel_size, train=False, with_xyz=with_xyz)
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     preds = {}
     for batch in make_loader(ds, batch_size=1, shuffle=False):
@@ -139,152 +149,267 @@ def evaluate(model, scenes, voxel_size, device, with_xyz=False, num_classes=scan
             cm += confusion(pred, batch["point_labels"][b].numpy(), num_classes, IGNORE_LABEL)
             if keep_pred:
                 preds[batch["scenes"][b]] = pred
-    model.train()
-    return cm, preds
+    model.train(was_training)
+    return ddp.all_reduce(torch.from_numpy(cm)).numpy(), preds
+
+
+class Net(torch.nn.Module):
+    """The segmentation network and, for --loss erda, the pseudo-label head: one module for DDP."""
+
+    def __init__(self, model, head):
+        super().__init__()
+        self.model, self.head = model, head
+
+    def forward(self, x):
+        feats, logits = self.model(x)
+        if self.head is None:
+            return logits.F, None, None
+        g, s = self.head(feats.F)
+        return logits.F, g, s
+
+
+class StopRequest:
+    """SIGINT / SIGTERM: finish the step, save a checkpoint, exit."""
+
+    def __init__(self):
+        self.signum = None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.handle)
+
+    def handle(self, signum, frame):
+        self.signum = signum
+
+
+def rng_state():
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device is available")
+    rank, world, local_rank = ddp.setup(device.type)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+    lead = rank == 0
+    say = print if lead else (lambda *a, **k: None)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    root, kind = find_data(args)
+    random.seed(args.seed)
+    try:
+        return _run(args, device, rank, world, lead, say)
+    finally:
+        ddp.cleanup()
+
+
+def _run(args, device, rank, world, lead, say):
+    if lead:
+        root, kind = find_data(args)
+    if ddp.active():  # rank 0 decides (and writes synthetic rooms if needed); the others follow
+        box = [(root, kind) if lead else None]
+        torch.distributed.broadcast_object_list(box, src=0)
+        root, kind = box[0]
     recipe = RECIPES[kind]
     for key, value in recipe.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     out_dir = args.out or os.path.join("runs", f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if ddp.active():
+        box = [out_dir]
+        torch.distributed.broadcast_object_list(box, src=0)
+        out_dir = box[0]
     os.makedirs(out_dir, exist_ok=True)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: no CUDA device is available")
 
-    cache_dir, split_scenes = cache.prepare(root, ("train", "val"))
+    if lead:
+        cache.prepare(root, ("train", "val"), progress=sys.stdout.isatty())
+    if ddp.active():
+        torch.distributed.barrier()
+    cache_dir, split_scenes = cache.prepare(root, ("train", "val"), progress=False)
     train_scenes = [cache.load(cache_dir, s) for s in split_scenes["train"]]
     val_scenes = [cache.load(cache_dir, s) for s in split_scenes["val"]]
-    last_path, best_path = os.path.join(out_dir, "last.pt"), os.path.join(out_dir, "best.pt")
+    best_path = os.path.join(out_dir, "best.pt")
 
     resume_state = None
     if args.resume:
-        resume_state = load(last_path)
+        ckpt_path, resume_state = latest(out_dir, report=say)
         old = resume_state["config"]
-        for key in ("data_root", "model"):
-            mine = root if key == "data_root" else args.model
+        for key, mine in (("data_root", root), ("model", args.model)):
             if old[key] != mine:
-                raise CheckpointError(f"{last_path}: --resume with {key} {mine!r}, but the run used {old[key]!r}")
+                raise CheckpointError(f"{ckpt_path}: --resume with {key} {mine!r}, but the run used {old[key]!r}")
         if args.label_file and os.path.abspath(args.label_file) != os.path.abspath(old["label_file"]):
-            raise CheckpointError(f"{last_path}: --resume with --label-file {args.label_file!r}, but the run used "
+            raise CheckpointError(f"{ckpt_path}: --resume with --label-file {args.label_file!r}, but the run used "
                                   f"{old['label_file']!r}")
         args.label_file = old["label_file"]
 
-    chosen, label_meta, label_path = choose_labels(args, train_scenes, out_dir)
-    config = {**{k: v for k, v in vars(args).items() if k != "resume"}, "data_root": root, "data_kind": kind,
-              "cache_dir": cache_dir, "label_file": os.path.abspath(label_path), "labels": label_meta,
-              "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY, "poly_power": POLY_POWER,
-              "num_classes": scannet.NUM_CLASSES, "class_names": list(scannet.CLASS_NAMES)}
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(config, f, indent=1)
+    if lead:
+        chosen, label_meta, label_path = choose_labels(args, train_scenes, out_dir)
+    if ddp.active():
+        torch.distributed.barrier()
+    if not lead:
+        label_path = os.path.join(out_dir, "labels.npz")
+        chosen, label_meta = weak_labels.load(label_path)
+    config = {**{k: v for k, v in vars(args).items() if k not in ("resume", "dump_rank_state")}, "data_root": root,
+              "data_kind": kind, "cache_dir": cache_dir, "label_file": os.path.abspath(label_path),
+              "labels": label_meta, "world_size": world, "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY,
+              "poly_power": POLY_POWER, "num_classes": scannet.NUM_CLASSES, "class_names": list(scannet.CLASS_NAMES)}
+    if lead:
+        with open(os.path.join(out_dir, "config.json"), "w") as f:
+            json.dump(config, f, indent=1)
     n_lab = sum(len(v) for v in chosen.values())
     n_pts = sum(len(s.labels) for s in train_scenes)
-    print(f"{kind} data at {root}: {len(train_scenes)} train / {len(val_scenes)} val scenes; "
-          f"{n_lab} labeled points of {n_pts} ({100 * n_lab / max(n_pts, 1):.3g}%, {label_meta['protocol']}); "
-          f"model {args.model}, {args.voxel_size * 100:g} cm voxels, {args.epochs} epochs; run folder {out_dir}",
-          flush=True)
+    say(f"{kind} data at {root}: {len(train_scenes)} train / {len(val_scenes)} val scenes; "
+        f"{n_lab} labeled points of {n_pts} ({100 * n_lab / max(n_pts, 1):.3g}%, {label_meta['protocol']}); "
+        f"model {args.model}, {args.voxel_size * 100:g} cm voxels, {args.epochs} epochs"
+        + (f", {world} processes" if world > 1 else "") + f"; run folder {out_dir}", flush=True)
 
     in_ch = 6 if args.with_xyz else 3
-    model = minkunet.build(args.model, in_ch, scannet.NUM_CLASSES).to(device)
-    head = PseudoLabelHead(model.feature_dim, scannet.NUM_CLASSES).to(device) if args.loss == "erda" else None
-    params = list(model.parameters()) + (list(head.parameters()) if head is not None else [])
+    model = minkunet.build(args.model, in_ch, scannet.NUM_CLASSES)
+    head = PseudoLabelHead(model.feature_dim, scannet.NUM_CLASSES) if args.loss == "erda" else None
+    net = Net(model, head)
+    if world > 1:
+        ddp.convert_sync_batchnorm(net)
+    net = net.to(device)
+    params = list(net.parameters())
     opt = torch.optim.SGD(params, lr=args.lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, nesterov=True)
     train_ds = VoxelScenes(train_scenes, chosen, voxel_size=args.voxel_size, train=True, seed=args.seed,
                            with_xyz=args.with_xyz)
-    loader = make_loader(train_ds, args.batch_size, shuffle=True, workers=args.workers, seed=args.seed)
-    total_steps = max(1, args.epochs * len(loader))
+    steps_per_epoch = ddp.StepBatches(len(train_ds), args.batch_size, args.seed, 0, rank, world).steps()
+    total_steps = max(1, args.epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: max(0.0, 1 - t / total_steps) ** POLY_POWER)
-    start_epoch, step, best = 0, 0, -1.0
+    start_epoch, start_batch, step, best = 0, 0, 0, -1.0
     if resume_state is not None:
-        model.load_state_dict(resume_state["model"])
+        net.model.load_state_dict(resume_state["model"])
         if head is not None:
-            head.load_state_dict(resume_state["head"])
+            net.head.load_state_dict(resume_state["head"])
         opt.load_state_dict(resume_state["optimizer"])
         sched.load_state_dict(resume_state["scheduler"])
-        start_epoch, step, best = resume_state["epoch"], resume_state["step"], resume_state["best_miou"]
-        torch.set_rng_state(resume_state["torch_rng"])
-        print(f"resumed from {last_path} at epoch {start_epoch}", flush=True)
-    log = RunLog(out_dir)
+        start_epoch, start_batch = resume_state["epoch"], resume_state["batch"]
+        step, best = resume_state["step"], resume_state["best_miou"]
+        set_rng_state(resume_state["rng"])
+        say(f"resumed from {ckpt_path} at epoch {start_epoch + 1}, batch {start_batch} (step {step})", flush=True)
+    dnet = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    log = RunLog(out_dir, enabled=lead)
+    reduce_fn = ddp.all_reduce if world > 1 else None
+    stop = StopRequest()
 
-    def checkpoint_state(epoch):
-        return {"model": model.state_dict(), "head": head.state_dict() if head is not None else None,
-                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch, "step": step,
-                "best_miou": best, "config": config, "torch_rng": torch.get_rng_state()}
+    def checkpoint(epoch, batch):
+        """epoch: the epoch in progress (or the next one, batch 0, at an epoch end)."""
+        if not lead:
+            return None
+        state = {"model": net.model.state_dict(), "head": net.head.state_dict() if head is not None else None,
+                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch, "batch": batch,
+                 "step": step, "best_miou": best, "config": config, "rng": rng_state()}
+        path = step_path(out_dir, step)
+        save(state, path)
+        prune(out_dir, args.keep)
+        return state
 
     from tqdm import tqdm
 
-    model.train()
-    stop = False
+    dnet.train()
+    exit_signal = None
+    done = False
     for epoch in range(start_epoch, args.epochs):
         train_ds.set_epoch(epoch)
+        first = start_batch if epoch == start_epoch else 0
+        sampler = ddp.StepBatches(len(train_ds), args.batch_size, args.seed, epoch, rank, world, start=first)
+        loader = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate,
+                                             num_workers=args.workers)
         sums = {"loss": 0.0, "ce": 0.0, "erda": 0.0}
         n_batches = 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, file=sys.stdout,
-                   disable=not sys.stdout.isatty())
+                   disable=not (lead and sys.stdout.isatty()))
         t0 = time.perf_counter()
         points = 0
-        for batch in bar:
-            x = sparse_input(batch, device)
+        for i, batch in enumerate(bar, start=first):
             labels = batch["labels"].to(device)
-            feats, logits = model(x)
-            z = logits.F
-            if head is not None:
-                g, s = head(feats.F)
-                loss = ops.erda_loss(s, z, labels, distance=args.distance, entropy_weight=args.entropy_weight,
-                                     erda_weight=args.erda_weight, erda_points=args.erda_points,
-                                     detach_pseudo=args.detach_pseudo)
-            else:
+            z, g, s = dnet(sparse_input(batch, device))
+            # global-batch normalisation: sums over this process, divided by the counts over all processes
+            # and multiplied by the world size (DDP averages gradients), so K processes with batch B train
+            # like one process with batch K * B
+            n_lab_local = (labels != IGNORE_LABEL).sum()
+            n_set_local = labels.numel() - n_lab_local if args.erda_points == "unlabeled" else labels.numel()
+            counts = ddp.all_reduce(torch.stack([n_lab_local, torch.as_tensor(n_set_local)]).double().cpu())
+            n_lab, n_set = max(counts[0].item(), 1.0), max(counts[1].item(), 1.0)
+            if s is None:
                 s = z.detach()
-                loss = ops.erda_loss(s, z, labels, erda_weight=0.0)
+                loss = ops.erda_loss(s, z, labels, erda_weight=0.0, ce_weight=world / n_lab, reduction="sum")
+            else:
+                loss = ops.erda_loss(s, z, labels, distance=args.distance, entropy_weight=args.entropy_weight,
+                                     erda_weight=args.erda_weight * world / n_set, ce_weight=world / n_lab,
+                                     erda_points=args.erda_points, detach_pseudo=args.detach_pseudo, reduction="sum")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             if head is not None:
-                head.update_prototypes(g, labels)
-            with torch.no_grad():  # the two terms, for the record
+                net.head.update_prototypes(g, labels, reduce_fn=reduce_fn)
+            with torch.no_grad():  # the two terms (this process's batch), for the record
                 ce = ops.erda_loss(s.detach(), z.detach(), labels, erda_weight=0.0).item()
                 er = ops.erda_loss(s.detach(), z.detach(), labels, ce_weight=0.0, distance=args.distance,
                                    entropy_weight=args.entropy_weight, erda_points=args.erda_points).item()
             step += 1
             n_batches += 1
             points += len(batch["coords"])
-            sums["loss"] += loss.item()
+            total = ddp.all_reduce(loss.detach().cpu()).item() / world
+            sums["loss"] += total
             sums["ce"] += ce
             sums["erda"] += er
-            rate = points / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(loss=f"{loss.item():.3f}", ce=f"{ce:.3f}", erda=f"{er:.3f}",
-                            lr=f"{sched.get_last_lr()[0]:.4f}", vox_s=f"{rate:.0f}")
-            log.record("train_step", step, loss=loss.item(), ce=ce, erda=er, lr=sched.get_last_lr()[0])
-            if args.max_steps and step >= args.max_steps:
-                stop = True
+            rate = points * world / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix(loss=f"{total:.3f}", ce=f"{ce:.3f}", erda=f"{er:.3f}", lr=f"{sched.get_last_lr()[0]:.4f}",
+                            vox_s=f"{rate:.0f}")
+            log.record("train_step", step, loss=total, ce=ce, erda=er, lr=sched.get_last_lr()[0])
+            flag = ddp.all_reduce(torch.tensor([float(stop.signum or 0)])).item() if world > 1 else (stop.signum or 0)
+            if flag:
+                exit_signal = stop.signum or signal.SIGTERM
+                checkpoint(epoch, i + 1)
+                say(f"stopping on signal {int(exit_signal)}: checkpoint at step {step} saved", flush=True)
                 break
+            if args.max_steps and step >= args.max_steps:
+                done = True
+            if args.ckpt_every and step % args.ckpt_every == 0 and i + 1 < steps_per_epoch and not done:
+                checkpoint(epoch, i + 1)
+            if done:
+                break
+        if exit_signal:
+            break
         means = {k: v / max(n_batches, 1) for k, v in sums.items()}
         log.record("train_epoch", step, epoch=epoch + 1, **means, seconds=time.perf_counter() - t0)
-        print(f"epoch {epoch + 1}/{args.epochs}: loss {means['loss']:.4f} (ce {means['ce']:.4f}, erda "
-              f"{means['erda']:.4f}), lr {sched.get_last_lr()[0]:.4f}, {points / (time.perf_counter() - t0):.0f} "
-              "voxels/s", flush=True)
-        last_epoch = stop or epoch + 1 == args.epochs
+        say(f"epoch {epoch + 1}/{args.epochs}: loss {means['loss']:.4f} (ce {means['ce']:.4f}, erda "
+            f"{means['erda']:.4f}), lr {sched.get_last_lr()[0]:.4f}, "
+            f"{points * world / (time.perf_counter() - t0):.0f} voxels/s", flush=True)
+        last_epoch = done or epoch + 1 == args.epochs
+        improved = None
         if (epoch + 1) % args.eval_every == 0 or last_epoch:
-            cm, _ = evaluate(model, val_scenes, args.voxel_size, device, args.with_xyz)
+            cm, _ = evaluate(net.model, val_scenes, args.voxel_size, device, args.with_xyz)
             sc = scores(cm)
             log.record("val", step, epoch=epoch + 1, miou=sc["miou"], macc=sc["macc"], oa=sc["oa"])
-            print(table(sc, scannet.CLASS_NAMES), flush=True)
+            say(table(sc, scannet.CLASS_NAMES), flush=True)
             if sc["miou"] > best:
-                best = sc["miou"]
-                save({**checkpoint_state(epoch + 1), "scores": sc}, best_path)
-        save(checkpoint_state(epoch + 1), last_path)
+                best, improved = sc["miou"], sc
+        state = checkpoint(epoch + 1, 0)
+        if improved is not None and lead:
+            save({**state, "scores": improved}, best_path)
         log.plot()
-        if stop:
+        if done:
             break
+    if args.dump_rank_state:
+        os.makedirs(args.dump_rank_state, exist_ok=True)
+        torch.save({"model": net.model.state_dict(), "head": net.head.state_dict() if head is not None else None},
+                   os.path.join(args.dump_rank_state, f"rank{rank}.pt"))
     log.close()
-    print(f"done: best validation mIoU {100 * best:.2f}% ({best_path}); curves in {os.path.join(out_dir, 'curves.png')}")
+    if exit_signal:
+        sys.exit(128 + int(exit_signal))
+    say(f"done: best validation mIoU {100 * best:.2f}% ({best_path}); curves in {os.path.join(out_dir, 'curves.png')}")
     return {"best_miou": best, "out": out_dir}
 
 

@@ -12,6 +12,7 @@ import torch
 from plyfile import PlyData
 
 from erda_sparse import train
+from erda_sparse.checkpoint import latest, listed
 from erda_sparse.metrics import confusion, scores
 from erda_sparse.models import minkunet
 from erda_sparse.models.pseudo_head import PseudoLabelHead
@@ -50,8 +51,9 @@ def test_short_run_lowers_the_loss_on_synthetic_rooms(env, capsys):
     epochs = [r for r in rec if r["kind"] == "train_epoch"]
     assert len(epochs) == 6 and epochs[-1]["loss"] < 0.8 * epochs[0]["loss"]
     assert [r for r in rec if r["kind"] == "val"]
-    for name in ("config.json", "labels.npz", "last.pt", "best.pt", "curves.png"):
+    for name in ("config.json", "labels.npz", "best.pt", "curves.png"):
         assert (out / name).is_file(), name
+    assert listed(str(out))  # step checkpoints
     cfg = json.load(open(out / "config.json"))
     assert cfg["labels"]["protocol"] == "ratio" and cfg["erda_weight"] == 0.1
 
@@ -61,7 +63,7 @@ def test_pseudo_head_trains_through_p_unless_detached(env, detach):
     out = env / "run"
     args = TINY + ["--epochs", "1", "--max-steps", "1", "--synthetic-rooms", "3", "--out", str(out)]
     train.main(args + (["--detach-pseudo"] if detach else []))
-    state = torch.load(out / "last.pt", weights_only=False)
+    state = latest(str(out))[1]
     torch.manual_seed(0)  # the trainer's initialisation, rebuilt
     minkunet.build("MinkUNet14A", 3, 20)
     head = PseudoLabelHead(96, 20)
@@ -74,9 +76,9 @@ def test_resume_continues_and_refuses_another_model(env):
     out = env / "run"
     base = TINY + ["--synthetic-rooms", "3", "--out", str(out)]
     train.main(base + ["--epochs", "1"])
-    first = torch.load(out / "last.pt", weights_only=False)
+    first = latest(str(out))[1]
     train.main(base + ["--epochs", "2", "--resume"])
-    second = torch.load(out / "last.pt", weights_only=False)
+    second = latest(str(out))[1]
     assert (first["epoch"], second["epoch"]) == (1, 2) and second["step"] == 2 * first["step"]
     with pytest.raises(Exception, match="--resume with model 'MinkUNet14B'"):
         train.main(base + ["--epochs", "3", "--resume", "--model", "MinkUNet14B"])
