@@ -1,5 +1,6 @@
 """Data-parallel helpers for torchrun: process group set-up, all-reduce, batch norm synchronised across
-processes (on CPU too: torch's SyncBatchNorm is GPU-only), and the step-indexed batch sampler that makes
+processes (on CPU too, where torch's SyncBatchNorm, which MinkowskiEngine's conversion uses, refuses to
+run), and the step-indexed batch sampler that makes
 K processes with batch B see exactly what one process with batch K*B sees, and lets a run resume in the
 middle of an epoch."""
 import os
@@ -68,9 +69,18 @@ class AllReduceBatchNorm(nn.BatchNorm1d):
         return y * self.weight + self.bias if self.affine else y
 
 
-def convert_sync_batchnorm(module):
-    """Replaces every BatchNorm1d (MinkowskiEngine's batch norms wrap one) by AllReduceBatchNorm, keeping
-    parameters and running statistics."""
+def convert_sync_batchnorm(module, device_type="cpu"):
+    """Batch norm over the global batch. On CUDA: MinkowskiEngine's sync-BN conversion for its batch norms
+    and torch's SyncBatchNorm for the others (both GPU-only). On CPU: every BatchNorm1d (MinkowskiEngine's
+    batch norms wrap one) becomes AllReduceBatchNorm. Parameters and running statistics are kept."""
+    if device_type == "cuda":
+        from .minkowski import ME
+
+        return nn.SyncBatchNorm.convert_sync_batchnorm(ME.MinkowskiSyncBatchNorm.convert_sync_batchnorm(module))
+    return _convert_cpu(module)
+
+
+def _convert_cpu(module):
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm1d) and not isinstance(child, AllReduceBatchNorm):
             new = AllReduceBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
@@ -78,7 +88,7 @@ def convert_sync_batchnorm(module):
             new.load_state_dict(child.state_dict())
             setattr(module, name, new)
         else:
-            convert_sync_batchnorm(child)
+            _convert_cpu(child)
     return module
 
 

@@ -276,7 +276,7 @@ def _run(args, device, rank, world, lead, say):
     head = PseudoLabelHead(model.feature_dim, scannet.NUM_CLASSES) if args.loss == "erda" else None
     net = Net(model, head)
     if world > 1:
-        ddp.convert_sync_batchnorm(net)
+        net = ddp.convert_sync_batchnorm(net, device.type)
     net = net.to(device)
     params = list(net.parameters())
     opt = torch.optim.SGD(params, lr=args.lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, nesterov=True)
