@@ -8,7 +8,7 @@ Recipe on ScanNet (after Choy et al., CVPR 2019, and MinkowskiEngine's ScanNet e
 ERDA paper): MinkUNet34C, 2 cm voxels, SGD with momentum 0.9 and Nesterov, learning rate 0.1 with a poly
 (power 0.9) schedule, weight decay 1e-4, batch 8, 300 epochs (about 45k iterations on the 1201 training
 scenes). On the synthetic rooms the defaults are sized for a 2-core CPU: MinkUNet14A, 5 cm voxels,
-batch 2, 24 epochs over 12 rooms.
+batch 2, 20 epochs over 12 rooms.
 """
 import argparse
 import json
@@ -33,7 +33,7 @@ from .runlog import RunLog
 
 RECIPES = {
     "scannet": dict(model="MinkUNet34C", voxel_size=0.02, epochs=300, batch_size=8, lr=0.1, eval_every=10),
-    "synthetic": dict(model="MinkUNet14A", voxel_size=0.05, epochs=24, batch_size=2, lr=0.1, eval_every=4),
+    "synthetic": dict(model="MinkUNet14A", voxel_size=0.05, epochs=20, batch_size=2, lr=0.1, eval_every=4),
 }
 SYNTHETIC_ROOMS = 12
 MOMENTUM, WEIGHT_DECAY, POLY_POWER = 0.9, 1e-4, 0.9
