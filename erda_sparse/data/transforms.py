@@ -4,7 +4,7 @@ Every random choice draws from a numpy Generator passed in, so a sample is repro
 (seed, epoch, index) whatever the number of loader workers.
 """
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,7 +23,6 @@ class AugmentConfig:
     color_translate: float = 0.1       # max shift, fraction of the colour range
     color_jitter: float = 0.05         # std, fraction of the colour range
     dropout: float = 0.1               # fraction of unlabeled points dropped
-    extra: dict = field(default_factory=dict)
 
 
 def _rot(axis, a):
