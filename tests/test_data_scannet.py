@@ -1,7 +1,6 @@
 """ScanNet v2 raw-layout reading, the NYU40 -> 20 class map, the cache. Real scans when the sample is
 beside the checkout; PLY files with faces written here otherwise."""
 import os
-import shutil
 import subprocess
 import sys
 

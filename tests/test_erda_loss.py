@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import erda_sparse.ops as ops
-from _erda_cases import assert_close, cpu_capabilities, make_inputs, reference64, run, tolerances
+from _erda_cases import assert_close, cpu_capabilities, make_inputs, reference64, run
 
 CAPS = cpu_capabilities()
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]

@@ -1,6 +1,5 @@
 """The MinkUNet family: parameter counts per table from the architecture written out here; a forward
 pass; the pseudo-label head's EMA prototypes and gradients."""
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
