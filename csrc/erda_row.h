@@ -25,6 +25,7 @@
 // Everything lives in the inline namespace ERDA_ISA, so translation units compiled for different
 // instruction sets never share a symbol (the same idea as ATen's CPU_CAPABILITY).
 #pragma once
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -119,6 +120,8 @@ ERDA_HD float exp_(float x) { return ::expf(x); }
 ERDA_HD double exp_(double x) { return ::exp(x); }
 ERDA_HD float log_(float x) { return ::logf(x); }
 ERDA_HD double log_(double x) { return ::log(x); }
+ERDA_HD float lowest_(float) { return -FLT_MAX; }
+ERDA_HD double lowest_(double) { return -DBL_MAX; }
 
 template <class A>
 struct ScalarOps {
@@ -127,6 +130,13 @@ struct ScalarOps {
   using mask = bool;
   static constexpr int W = 1;
   ERDA_HD static vec set(A x) { return x; }
+  ERDA_HD static vec fma(vec a, vec b, vec c) { return a * b + c; }
+  ERDA_HD static vec fms(vec a, vec b, vec c) { return a * b - c; }
+  // exp of x <= 0 (always x - max here), in two steps: exp_arg(x) clamps x from below to a finite value
+  // whose exp is exactly 0 (a NaN stays NaN), so that exp_arg(x) * exp(x) is 0, never 0 * inf, for
+  // x = -inf; exp_of_arg takes such a clamped argument.
+  ERDA_HD static vec exp_arg(vec x) { return x < lowest_(x) ? lowest_(x) : x; }
+  ERDA_HD static vec exp_of_arg(vec x) { return exp_(x); }
   ERDA_HD static vec exp(vec x) { return exp_(x); }
   ERDA_HD static vec log(vec x) { return log_(x); }
   ERDA_HD static vec max(vec a, vec b) { return b > a ? b : a; }
@@ -138,6 +148,7 @@ struct ScalarOps {
   ERDA_HD static mask is_class(vec y, int k) { return y == A(k); }
   ERDA_HD static mask nonneg(vec y) { return y >= A(0); }
   ERDA_HD static bool any(mask m) { return m; }
+  ERDA_HD static bool all(mask m) { return m; }
 };
 
 // ---------------------------------------------------------------------------------------------------
@@ -187,6 +198,7 @@ struct Rows {
   template <class X>
   ERDA_HD static vec forward(const X& x, int C, const RowLabels<V>& lab, A a, A b, A entropy_weight, A* scratch,
                              RowStats<V>& st) {
+    if (DIST == kKL) return forward_kl(x, C, lab, a, b, entropy_weight, scratch, st);
     vec ms = V::set(-A(INFINITY)), mz = V::set(-A(INFINITY));
     for (int k = 0; k < C; ++k) {
       ms = V::max(ms, x.s(k));
@@ -262,12 +274,110 @@ struct Rows {
     return loss;
   }
 
+  // The same for kl, the default distance, with two passes over the classes instead of three and fewer
+  // operations per class. With xs = s - max(s), xz = z - max(z), es = exp(xs), ez = exp(xz), Ss = sum es:
+  //   H = lSs - sum(es * xs) / Ss                       (log p = xs - lSs)
+  //   D = sum(es * (xs - xz)) / Ss - lSs + lSz          (so sum p (log p - log q) in one pass)
+  // Each term with es == 0 is taken as exactly 0 (xs is clamped by exp_arg; xs - xz is masked), as in the
+  // general form. Leaves K = lSz - (1 - ew) lSs - D - ew H in r2 for gradients_kl.
+  template <class X>
+  ERDA_HD static vec forward_kl(const X& x, int C, const RowLabels<V>& lab, A a, A b, A entropy_weight, A* scratch,
+                                RowStats<V>& st) {
+    vec ms = V::set(-A(INFINITY)), mz = V::set(-A(INFINITY));
+    for (int k = 0; k < C; ++k) {
+      ms = V::max(ms, x.s(k));
+      mz = V::max(mz, x.z(k));
+    }
+    const bool any_set = V::any(lab.in_set);
+    vec sum_s = V::set(0), sum_z = V::set(0), hs = V::set(0), dk = V::set(0);
+    // z and s in separate loops: fewer values live at once (no spills with 16 vector registers)
+    for (int k = 0; k < C; ++k) {
+      const vec ez = V::exp(x.z(k) - mz);
+      sum_z = sum_z + ez;
+      if (scratch) V::store(scratch + (C + k) * V::W, ez);
+    }
+    if (any_set) {
+      for (int k = 0; k < C; ++k) {
+        const vec xs = V::exp_arg(x.s(k) - ms);
+        const vec es = V::exp_of_arg(xs);
+        sum_s = sum_s + es;
+        if (scratch) V::store(scratch + k * V::W, es);
+        hs = V::fma(es, xs, hs);
+        dk = V::fma(es, V::zero_if_zero(es, xs - (x.z(k) - mz)), dk);
+      }
+    }
+    const vec lSz = V::log(sum_z), inv_z = V::set(A(1)) / sum_z;
+    vec lSs = V::set(0), inv_s = V::set(0), H = V::set(0), D = V::set(0), K = V::set(0);
+    if (any_set) {
+      lSs = V::log(sum_s);
+      inv_s = V::set(A(1)) / sum_s;
+      const vec ew = V::set(entropy_weight);
+      H = lSs - hs * inv_s;
+      D = dk * inv_s + (lSz - lSs);
+      K = (lSz - (V::set(A(1)) - ew) * lSs) - D - ew * H;
+    }
+    vec loss = V::set(0);
+    if (V::any(lab.labeled)) {
+      const vec c = V::set(0) - ((x.z_at(lab.y, lab.labeled) - mz) - lSz);
+      loss = V::select(lab.labeled, V::set(a) * c, loss);
+    }
+    if (any_set) loss = loss + V::select(lab.in_set, V::set(b) * (V::set(entropy_weight) * H + D), V::set(0));
+    st.ms = ms;
+    st.lSs = lSs;
+    st.mz = mz;
+    st.lSz = lSz;
+    st.inv_s = inv_s;
+    st.inv_z = inv_z;
+    st.H = H;
+    st.r1 = D;
+    st.r2 = K;
+    return loss;
+  }
+
+  // kl gradients after forward_kl, per class:
+  //   g_s = b p ((1 - ew) log p - log q - D - ew H) = (b es / Ss) ((1 - ew) xs - xz + K), 0 where es == 0
+  //   g_z = b (q - p) + a (q - [k == y])
+  // Blocks whose rows are all in the ERDA set and unlabeled (nearly all of them with few labels) skip
+  // the per-row selects.
+  template <class X>
+  ERDA_HD static void gradients_kl(X& x, int C, const RowLabels<V>& lab, A a, A b, A entropy_weight,
+                                   const RowStats<V>& st, const A* scratch, bool want_s, bool want_z) {
+    const vec ms = st.ms, mz = st.mz, K = st.r2, zero = V::set(0);
+    const vec ew1 = V::set(A(1) - entropy_weight);
+    const vec bs = V::set(b) * st.inv_s, bq = V::set(b) * st.inv_z, aq = V::set(a) * st.inv_z, ga = V::set(a);
+    const bool any_lab = V::any(lab.labeled), any_set = V::any(lab.in_set);
+    const bool plain = any_set && !any_lab && V::all(lab.in_set);
+    for (int k = 0; k < C; ++k) {
+      const vec xz = x.z(k) - mz;
+      const vec ez = scratch ? V::load(scratch + (C + k) * V::W) : V::exp(xz);
+      vec g_s = zero, g_z = zero;
+      if (any_set) {
+        const vec xs = x.s(k) - ms;
+        const vec es = scratch ? V::load(scratch + k * V::W) : V::exp(xs);
+        const vec bp = es * bs;
+        g_s = V::zero_if_zero(bp, bp * (V::fma(ew1, xs, K) - xz));
+        g_z = V::fms(ez, bq, bp);
+        if (!plain) {
+          g_s = V::select(lab.in_set, g_s, zero);
+          g_z = V::select(lab.in_set, g_z, zero);
+        }
+      }
+      if (any_lab) {
+        const vec ce = V::fms(ez, aq, V::select(V::is_class(lab.y, k), ga, zero));
+        g_z = g_z + V::select(lab.labeled, ce, zero);
+      }
+      if (want_s) x.put_gs(k, g_s);
+      if (want_z) x.put_gz(k, g_z);
+    }
+  }
+
   // Gradients of a * c + b * e after forward() on the same rows, in one pass over the classes; p and q
   // come from forward()'s scratch when it had one, else from exp. Writes x.put_gs(k, .) when want_s and
   // x.put_gz(k, .) when want_z.
   template <class X>
   ERDA_HD static void gradients(X& x, int C, const RowLabels<V>& lab, A a, A b, A entropy_weight,
                                 const RowStats<V>& st, const A* scratch, bool want_s, bool want_z) {
+    if (DIST == kKL) return gradients_kl(x, C, lab, a, b, entropy_weight, st, scratch, want_s, want_z);
     const vec ms = st.ms, lSs = st.lSs, mz = st.mz, lSz = st.lSz, H = st.H, r1 = st.r1, r2 = st.r2;
     const vec ga = V::set(a), gb = V::set(b);
     const vec ew = V::set(entropy_weight), half = V::set(A(0.5)), one = V::set(A(1)), zero = V::set(0);

@@ -136,11 +136,20 @@ def test_no_gradient_work_without_grad(cap):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_large_input_streamed_gradients(cap, dtype):
+@pytest.mark.parametrize("c", (3, 20))
+def test_large_input_streamed_gradients(cap, dtype, c):
     """Gradients of 8 MiB and more are written with streaming stores: same results."""
-    n = (8 << 20) // (20 * torch.empty((), dtype=dtype).element_size()) + 13
-    s, z, labels = make_inputs(n, 20, dtype, seed=16)
+    n = (8 << 20) // (c * torch.empty((), dtype=dtype).element_size()) + 13
+    s, z, labels = make_inputs(n, c, dtype, seed=16)
     check_against_reference(s, z, labels, distance="kl")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_every_small_class_count(cap, dtype):
+    """C = 1 .. 17: whole and partial vectors of classes, whole blocks of 8 rows and a partial one."""
+    for c in range(1, 18):
+        s, z, labels = make_inputs(29, c, dtype, seed=100 + c)
+        check_against_reference(s, z, labels, distance="kl", reduction="none", grad=torch.randn(29, dtype=torch.float64))
 
 
 def test_one_class(cap):
@@ -229,6 +238,14 @@ def test_non_contiguous_inputs(cap):
         check_against_reference(s, z, lab, distance="js")
     lab_strided = torch.randint(-1, 20, (80,))[::2]
     check_against_reference(s_strided.contiguous(), z_strided.contiguous(), lab_strided)
+
+
+def test_rows_that_share_memory(cap):
+    """Expanded inputs (row stride 0): every row reads the same C values, and nothing past them."""
+    base_s, base_z, labels = make_inputs(1, 13, torch.float32, seed=17)
+    s, z = base_s.expand(21, 13), base_z.expand(21, 13)
+    labels = torch.randint(-1, 13, (21,), generator=torch.Generator().manual_seed(0))
+    check_against_reference(s, z, labels, distance="kl")
 
 
 def test_detach_pseudo_blocks_only_the_pseudo_gradient():

@@ -80,5 +80,16 @@ template <class T, int D> struct ErdaBlocks { static void run(const RowArgs& a, 
 
 void erda_rows_avx2(const RowArgs& a, int64_t b, int64_t e) { run_rows<ErdaBlocks, ErdaScalar>(a, b, e); }
 
+void erda_exp_avx2(const float* x, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, V::exp(F8{_mm256_loadu_ps(x + i)}).v);
+  if (i < n) {
+    alignas(32) float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t j = i; j < n; ++j) t[j - i] = x[j];
+    _mm256_store_ps(t, V::exp(F8{_mm256_load_ps(t)}).v);
+    for (int64_t j = i; j < n; ++j) y[j] = t[j - i];
+  }
+}
+
 }  // namespace erda
 #endif

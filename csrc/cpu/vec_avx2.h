@@ -38,27 +38,37 @@ struct Avx2Ops {
   static M8 nonneg(F8 y) { return {_mm256_cmp_ps(y.v, _mm256_setzero_ps(), _CMP_GE_OQ)}; }
   static bool any(M8 m) { return _mm256_movemask_ps(m.m) != 0; }
 
-  // exp: Cody-Waite range reduction and a degree-6 polynomial (Cephes), about 1 ulp. Arguments are
-  // clamped to [-88, 88.7]: below -87.34 the result is exactly 0 (so exp(-inf) = 0: the exponent
-  // field built for -127 is zero), above 88.7 it saturates near FLT_MAX (the kernels only pass x <= 0).
-  // The clamps keep a NaN argument NaN (maxps/minps return their second operand for NaN).
-  static F8 exp(F8 x) {
-    __m256 xc = _mm256_max_ps(_mm256_set1_ps(-88.0f), x.v);
-    xc = _mm256_min_ps(_mm256_set1_ps(88.7f), xc);
-    const __m256 fx = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
-                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), xc);
-    r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    const __m256i n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    return {_mm256_mul_ps(y, _mm256_castsi256_ps(n))};
+  static F8 fma(F8 a, F8 b, F8 c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+  static F8 fms(F8 a, F8 b, F8 c) { return {_mm256_fmsub_ps(a.v, b.v, c.v)}; }
+  static bool all(M8 m) { return _mm256_movemask_ps(m.m) == 0xff; }
+
+  // exp of x <= 0 (the kernels only take exp of x - max). exp_arg clamps x to >= -88, where the result
+  // is exactly 0 (so exp(-inf) = 0 and exp_arg(x) * exp(x) = 0 there); maxps returns its second operand
+  // when either is NaN, so a NaN stays NaN. Results are 0 below about -87.68 and subnormal (less
+  // accurate) between that and -87.34.
+  static F8 exp_arg(F8 x) { return {_mm256_max_ps(_mm256_set1_ps(-88.0f), x.v)}; }
+  // exp(x) = 2^n exp(r), n = round(x / ln 2), r = x - n ln 2 in two Cody-Waite steps, exp(r) on
+  // [-ln2/2, ln2/2] by a degree-5 polynomial fitted for least maximum relative error: about 2 ulp
+  // (1.6e-7 relative) where the result is a normal float (csrc/tests/test_row.cpp checks it). Adding
+  // 1.5 * 2^23 + 127 rounds x / ln 2 to an integer and leaves n + 127 in the low mantissa bits, which
+  // shift into 2^n's exponent.
+  static F8 exp_of_arg(F8 xv) {
+    const __m256 x = xv.v;
+    const __m256 magic = _mm256_set1_ps(12583039.0f);  // 1.5 * 2^23 + 127
+    const __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), magic);
+    const __m256 n = _mm256_sub_ps(fx, magic);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 y = _mm256_set1_ps(8.2903150469e-3f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1897930205e-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6667635739e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.9999150634e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(9.9999970198e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.0f));
+    const __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(fx), 23));
+    return {_mm256_mul_ps(y, scale)};
   }
+  static F8 exp(F8 x) { return exp_of_arg(exp_arg(x)); }
 
   // log (Cephes logf), about 1 ulp on normal numbers; log(0) = -inf, log(x < 0) = NaN, log(inf) = inf,
   // NaN stays NaN; subnormal inputs are treated as the smallest normal number.
@@ -136,7 +146,24 @@ inline void store8(bf16_t* p, __m256 v) {
   const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
 }
-inline void store_part(float* p, __m256 v, int n) { _mm256_maskstore_ps(p, lanes_below(n), v); }
+// The first n (<= 8) lanes, without vmaskmovps, whose stores are slow on AMD CPUs.
+inline void store_part(float* p, __m256 v, int n) {
+  if (n == 8) return _mm256_storeu_ps(p, v);
+  __m128 h = _mm256_castps256_ps128(v);
+  if (n >= 4) {
+    _mm_storeu_ps(p, h);
+    h = _mm256_extractf128_ps(v, 1);
+    p += 4;
+    n -= 4;
+  }
+  if (n >= 2) {
+    _mm_storel_pi(reinterpret_cast<__m64*>(p), h);
+    h = _mm_movehl_ps(h, h);
+    p += 2;
+    n -= 2;
+  }
+  if (n) _mm_store_ss(p, h);
+}
 template <class T>
 inline void store_part(T* p, __m256 v, int n) {
   T tmp[8];
@@ -180,9 +207,17 @@ inline void gather_block(const T* base, int64_t stride, int nrows, int C, float*
     for (int j = 0; j < 8; ++j) _mm256_store_ps(out + (kb + j) * 8, r[j]);
   }
   if (kb < C) {
+    // Lanes for classes >= C are never read, so a row followed by another row of the block (which starts
+    // at least C values further on) loads a whole vector.
     __m256 r[8];
+    if (nrows == 8 && stride >= C) {
+#pragma GCC unroll 7
+      for (int row = 0; row < 7; ++row) r[row] = load8(p[row] + kb);
+      r[7] = load_part(p[7] + kb, C - kb, -INFINITY);
+    } else {
 #pragma GCC unroll 8
-    for (int row = 0; row < 8; ++row) r[row] = load_part(p[row] + kb, C - kb, -INFINITY);
+      for (int row = 0; row < 8; ++row) r[row] = load_part(p[row] + kb, C - kb, -INFINITY);
+    }
     transpose8(r);
 #pragma GCC unroll 8
     for (int j = 0; j < 8; ++j) _mm256_store_ps(out + (kb + j) * 8, r[j]);
@@ -190,25 +225,44 @@ inline void gather_block(const T* base, int64_t stride, int nrows, int C, float*
 }
 
 // in[k * 8 + r] -> rows [0, nrows) of a contiguous (N, C) output starting at base. With `stream`, a full
-// block whose 8 * C outputs start 32-byte aligned is staged in `stage` (8 * C values) and written with
+// block whose 8 * C outputs start 32-byte aligned is staged in `stage` (8 * C + 8 values) and written with
 // streaming stores, bypassing the caches.
+//
+// A full block takes its chunks of 8 classes from the last to the first, and stores a partial last chunk
+// of a row as a whole vector that runs into the first classes of the following rows, which a later chunk
+// (or, for C < 8, the following rows of the same chunk) overwrites. Only a store that would run past the
+// block's 8 * C outputs (into rows of the next block, maybe another thread's) is partial; the stage has
+// room for the overrun.
 template <class T>
 inline void scatter_block(const float* in, int nrows, int C, T* base, T* stage, bool stream) {
   stream = stream && nrows == 8 && (reinterpret_cast<uintptr_t>(base) & 31) == 0 && (C * sizeof(T)) % 4 == 0;
   T* out = stream ? stage : base;
-  for (int kb = 0; kb < C; kb += 8) {
-    const int n = C - kb < 8 ? C - kb : 8;
-    __m256 r[8];
+  if (nrows == 8) {
+    for (int kb = (C - 1) / 8 * 8; kb >= 0; kb -= 8) {
+      const int n = C - kb < 8 ? C - kb : 8;
+      __m256 r[8];
 #pragma GCC unroll 8
-    for (int j = 0; j < 8; ++j) r[j] = _mm256_load_ps(in + (kb + j) * 8);
-    transpose8(r);
-    if (nrows == 8 && n == 8) {
+      for (int j = 0; j < 8; ++j) r[j] = _mm256_load_ps(in + (kb + j) * 8);
+      transpose8(r);
+      if (C >= 8) {  // only the last row's store can run past the block
+#pragma GCC unroll 7
+        for (int row = 0; row < 7; ++row) store8(out + int64_t(row) * C + kb, r[row]);
+        if (stream || n == 8) store8(out + int64_t(7) * C + kb, r[7]);
+        else store_part(out + int64_t(7) * C + kb, r[7], n);
+      } else {
+        for (int row = 0; row < 8; ++row) {
+          if (stream || row * C + 8 <= 8 * C) store8(out + int64_t(row) * C, r[row]);
+          else store_part(out + int64_t(row) * C, r[row], n);
+        }
+      }
+    }
+  } else {
+    for (int kb = 0; kb < C; kb += 8) {
+      const int n = C - kb < 8 ? C - kb : 8;
+      __m256 r[8];
 #pragma GCC unroll 8
-      for (int row = 0; row < 8; ++row) store8(out + int64_t(row) * C + kb, r[row]);
-    } else if (nrows == 8) {
-#pragma GCC unroll 8
-      for (int row = 0; row < 8; ++row) store_part(out + int64_t(row) * C + kb, r[row], n);
-    } else {
+      for (int j = 0; j < 8; ++j) r[j] = _mm256_load_ps(in + (kb + j) * 8);
+      transpose8(r);
       for (int row = 0; row < nrows; ++row) store_part(out + int64_t(row) * C + kb, r[row], n);
     }
   }
