@@ -60,6 +60,25 @@ def sync(device):
 # ----------------------------------------------------------------------------------------------------
 # memory
 
+class QuietStderr:
+    """Sends file descriptor 2 to /dev/null inside the block: the profiler's native library prints a
+    "profiler_start" / "profiler_stop" line there each time, which would break up the table. Python
+    exceptions still show: they are printed after the block."""
+
+    def __enter__(self):
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        return self
+
+    def __exit__(self, *exc):
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        return False
+
+
 class PeakMemory:
     """Peak bytes allocated inside the block beyond what was live when it started. CUDA: the caching
     allocator's statistics. CPU: PyTorch's allocation records (torch.profiler with profile_memory), each
@@ -76,7 +95,8 @@ class PeakMemory:
             self.base = torch.cuda.memory_allocated()
         else:
             self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
-            self.prof.__enter__()
+            with QuietStderr():
+                self.prof.__enter__()
         return self
 
     def __exit__(self, *exc):
@@ -84,7 +104,8 @@ class PeakMemory:
             torch.cuda.synchronize()
             self.extra = torch.cuda.max_memory_allocated() - self.base
             return False
-        self.prof.__exit__(*exc)
+        with QuietStderr():
+            self.prof.__exit__(*exc)
         events = sorted((e for e in self.prof.events() if e.self_cpu_memory_usage),
                         key=lambda e: e.time_range.start)
         cur = peak = 0
