@@ -8,6 +8,8 @@ on the same inputs (warm-up, then the median of repeated runs; the spread is the
 In the same run it measures the device's copy bandwidth on buffers of the same size, and reports for the
 fused op the achieved bandwidth and its time over the bandwidth floor: the time to move the bytes that
 must move (read both logit tensors and the labels, write both gradients) at that copy bandwidth.
+The variants and the copy are timed in interleaved rounds (one call of each per round, the order
+rotating), so that on a machine whose speed drifts they all see the same conditions.
 Peak extra memory of each variant beyond its inputs: CUDA from torch.cuda.max_memory_allocated, CPU
 from PyTorch's allocation records (torch.profiler, profile_memory=True).
 
@@ -131,29 +133,42 @@ def reuse_freed_memory():
 # ----------------------------------------------------------------------------------------------------
 # timing
 
-def time_fn(fn, device, warmup, repeats, budget_s):
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    start = time.perf_counter()
-    while len(times) < repeats or (time.perf_counter() - start < budget_s and len(times) < 5 * repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    times.sort()
+def _stats(times):
+    times = sorted(times)
     q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
     return {"median_ms": statistics.median(times) * 1e3, "q1_ms": q[0] * 1e3, "q3_ms": q[2] * 1e3,
             "runs": len(times)}
 
 
-def copy_bandwidth(numel, dtype, device, warmup, repeats, budget_s):
+def time_interleaved(fns, device, warmup, repeats, budget_s):
+    """Times the functions of `fns` (name -> callable) in rounds of one call each, in an order that
+    rotates from round to round. On a machine whose speed drifts (a shared VM), every variant then sees
+    the same mix of fast and slow moments, so the ratios of their medians compare like with like. At
+    least `repeats` rounds; more, up to 5x, while the rounds take less than budget_s per function."""
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
+    sync(device)
+    times = {name: [] for name in names}
+    start = time.perf_counter()
+    r = 0
+    while r < repeats or (time.perf_counter() - start < budget_s * len(names) and r < 5 * repeats):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            t0 = time.perf_counter()
+            fns[name]()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+        r += 1
+    return {name: _stats(t) for name, t in times.items()}
+
+
+def copy_step(numel, dtype, device):
+    """A copy of one buffer of `numel` values into another, and the bytes it moves (read + write)."""
     src = torch.randn(numel, device=device).to(dtype)
     dst = torch.empty_like(src)
-    t = time_fn(lambda: dst.copy_(src), device, warmup, repeats, budget_s)
-    nbytes = 2 * src.numel() * src.element_size()
-    return nbytes / (t["median_ms"] * 1e-3) / 1e9
+    return (lambda: dst.copy_(src)), 2 * src.numel() * src.element_size()
 
 
 def make_inputs(n, c, dtype, device, with_labels, seed=0):
@@ -245,12 +260,11 @@ def main(argv=None):
         for c in classes:
             for n in sizes:
                 esize = torch.empty((), dtype=dtype).element_size()
-                bw = copy_bandwidth(n * c, dtype, device, warmup, repeats, budget)
+                copy, copy_bytes = copy_step(n * c, dtype, device)
                 for with_labels in label_modes:
                     for distance in distances:
                         s, z, labels = make_inputs(n, c, dtype, device, with_labels)
-                        res = {"dtype": dname, "distance": distance, "labels": with_labels, "N": n, "C": c,
-                               "copy_GBps": bw}
+                        res = {"dtype": dname, "distance": distance, "labels": with_labels, "N": n, "C": c}
                         variants = [("fused", ops.erda_loss)]
                         if not args.no_eager:
                             variants.append(("eager", ops.reference.erda_loss))
@@ -259,10 +273,14 @@ def main(argv=None):
                             if key not in compiled:
                                 compiled[key] = torch.compile(ops.reference.erda_loss, dynamic=True)
                             variants.append(("compile", compiled[key]))
-                        for name, fn in variants:
-                            step = step_fn(fn, s, z, labels, distance)
+                        steps = {name: step_fn(fn, s, z, labels, distance) for name, fn in variants}
+                        for step in steps.values():
                             step()  # compile / first-touch outside the timed region
-                            res[name] = time_fn(step, device, warmup, repeats, budget)
+                        timed = time_interleaved({**steps, "copy": copy}, device, warmup, repeats, budget)
+                        bw = copy_bytes / (timed["copy"]["median_ms"] * 1e-3) / 1e9
+                        res["copy_GBps"] = bw
+                        for name, step in steps.items():
+                            res[name] = timed[name]
                             with PeakMemory(device) as mem:
                                 step()
                             res[name]["peak_extra_MB"] = None if mem.extra is None else mem.extra / 2**20
@@ -276,7 +294,8 @@ def main(argv=None):
                                 res[f"speedup_vs_{name}"] = res[name]["median_ms"] / fused_ms
                         rows.append(res)
                         print(format_row(res), flush=True)
-                        del s, z, labels
+                        del s, z, labels, steps
+                del copy
     print("\nms: median of the runs [interquartile range];  x eager / x comp: speed-up of the fused op;  "
           "GB/s: bytes that must move / fused time;  x floor: fused time / (those bytes at the measured copy "
           "bandwidth);  mem: peak extra memory beyond the inputs.")
