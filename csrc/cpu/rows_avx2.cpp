@@ -20,6 +20,10 @@ constexpr int64_t kPrefetchRows = 16;  // rows ahead of the block being computed
 
 // Labels of rows [i0, i0 + nrows) as lanes.
 inline RowLabels<V> block_labels(const RowArgs& a, int64_t i0, int nrows) {
+  if (!a.labels) {  // every row unlabeled, so every row in the ERDA set
+    const __m256 all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    return RowLabels<V>{V::set(-1.f), M8{_mm256_setzero_ps()}, M8{all}};
+  }
   alignas(32) float y[8];
   for (int r = 0; r < 8; ++r) y[r] = r < nrows ? float(row_label(a, i0 + r)) : -1.f;
   RowLabels<V> lab;
