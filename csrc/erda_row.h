@@ -175,13 +175,18 @@ struct RowLabels {
   typename V::mask in_set;    // the row is in the ERDA set
 };
 
+// Values per class and row that forward() can keep for gradients() in its scratch: exp(s - max(s)),
+// exp(z - max(z)) and, for kl, (1 - ew)(s - max(s)) - (z - max(z)).
+constexpr int kScratchPerClass = 3;
+
 // What the forward learns of each row and the gradient pass reuses.
 template <class V>
 struct RowStats {
   typename V::vec ms, lSs;      // max of s, log sum exp(s - ms)
   typename V::vec mz, lSz;      // the same for z
   typename V::vec inv_s, inv_z; // 1 / sum exp(s - ms), 1 / sum exp(z - mz)
-  typename V::vec H, r1, r2;    // H(p); kl / reverse_kl: D, 0; js: KL(p||m), KL(q||m); mse: sum p d, sum q d
+  typename V::vec H, r1, r2;    // H(p); reverse_kl: D, 0; js: KL(p||m), KL(q||m); mse: sum p d, sum q d;
+                                // kl: 0, ew H + D, K (see forward_kl)
 };
 
 // ---------------------------------------------------------------------------------------------------
@@ -193,8 +198,9 @@ struct Rows {
   using vec = typename V::vec;
   using mask = typename V::mask;
 
-  // Returns the rows' loss a * c [labeled] + b * e [in set] and fills `st`. `scratch` (2 * C * W values,
-  // or null) keeps exp(x - max) for the later passes (and for gradients()); without it they are recomputed.
+  // Returns the rows' loss a * c [labeled] + b * e [in set] and fills `st`. `scratch` (kScratchPerClass *
+  // C * W values, or null) keeps exp(x - max) for the later passes (and for gradients()); without it they
+  // are recomputed.
   template <class X>
   ERDA_HD static vec forward(const X& x, int C, const RowLabels<V>& lab, A a, A b, A entropy_weight, A* scratch,
                              RowStats<V>& st) {
@@ -275,11 +281,11 @@ struct Rows {
   }
 
   // The same for kl, the default distance, with two passes over the classes instead of three and fewer
-  // operations per class. With xs = s - max(s), xz = z - max(z), es = exp(xs), ez = exp(xz), Ss = sum es:
-  //   H = lSs - sum(es * xs) / Ss                       (log p = xs - lSs)
-  //   D = sum(es * (xs - xz)) / Ss - lSs + lSz          (so sum p (log p - log q) in one pass)
-  // Each term with es == 0 is taken as exactly 0 (xs is clamped by exp_arg; xs - xz is masked), as in the
-  // general form. Leaves K = lSz - (1 - ew) lSs - D - ew H in r2 for gradients_kl.
+  // operations per class. With xs = s - max(s), xz = z - max(z), es = exp(xs), ez = exp(xz), Ss = sum es,
+  // log p = xs - lSs, log q = xz - lSz and t = (1 - ew) xs - xz:
+  //   e = ew H + D = sum p ((1 - ew) log p - log q) = sum(es t) / Ss - (1 - ew) lSs + lSz
+  // Terms with es == 0 count exactly 0 (xs is clamped by exp_arg, t is masked), as in the general form.
+  // Leaves K = -sum(es t) / Ss in r2 for gradients_kl, and t in the scratch.
   template <class X>
   ERDA_HD static vec forward_kl(const X& x, int C, const RowLabels<V>& lab, A a, A b, A entropy_weight, A* scratch,
                                 RowStats<V>& st) {
@@ -289,7 +295,8 @@ struct Rows {
       mz = V::max(mz, x.z(k));
     }
     const bool any_set = V::any(lab.in_set);
-    vec sum_s = V::set(0), sum_z = V::set(0), hs = V::set(0), dk = V::set(0);
+    const vec ew1 = V::set(A(1) - entropy_weight);
+    vec sum_s = V::set(0), sum_z = V::set(0), acc = V::set(0);
     // z and s in separate loops: fewer values live at once (no spills with 16 vector registers)
     for (int k = 0; k < C; ++k) {
       const vec ez = V::exp(x.z(k) - mz);
@@ -301,41 +308,42 @@ struct Rows {
         const vec xs = V::exp_arg(x.s(k) - ms);
         const vec es = V::exp_of_arg(xs);
         sum_s = sum_s + es;
-        if (scratch) V::store(scratch + k * V::W, es);
-        hs = V::fma(es, xs, hs);
-        dk = V::fma(es, V::zero_if_zero(es, xs - (x.z(k) - mz)), dk);
+        const vec t = V::fms(ew1, xs, x.z(k) - mz);
+        if (scratch) {
+          V::store(scratch + k * V::W, es);
+          V::store(scratch + (2 * C + k) * V::W, t);
+        }
+        acc = V::fma(es, V::zero_if_zero(es, t), acc);
       }
     }
     const vec lSz = V::log(sum_z), inv_z = V::set(A(1)) / sum_z;
-    vec lSs = V::set(0), inv_s = V::set(0), H = V::set(0), D = V::set(0), K = V::set(0);
+    vec lSs = V::set(0), inv_s = V::set(0), K = V::set(0), e = V::set(0);
     if (any_set) {
       lSs = V::log(sum_s);
       inv_s = V::set(A(1)) / sum_s;
-      const vec ew = V::set(entropy_weight);
-      H = lSs - hs * inv_s;
-      D = dk * inv_s + (lSz - lSs);
-      K = (lSz - (V::set(A(1)) - ew) * lSs) - D - ew * H;
+      K = V::set(0) - acc * inv_s;
+      e = (lSz - ew1 * lSs) - K;
     }
     vec loss = V::set(0);
     if (V::any(lab.labeled)) {
       const vec c = V::set(0) - ((x.z_at(lab.y, lab.labeled) - mz) - lSz);
       loss = V::select(lab.labeled, V::set(a) * c, loss);
     }
-    if (any_set) loss = loss + V::select(lab.in_set, V::set(b) * (V::set(entropy_weight) * H + D), V::set(0));
+    if (any_set) loss = loss + V::select(lab.in_set, V::set(b) * e, V::set(0));
     st.ms = ms;
     st.lSs = lSs;
     st.mz = mz;
     st.lSz = lSz;
     st.inv_s = inv_s;
     st.inv_z = inv_z;
-    st.H = H;
-    st.r1 = D;
+    st.H = V::set(0);  // not kept apart from D for kl
+    st.r1 = e;
     st.r2 = K;
     return loss;
   }
 
   // kl gradients after forward_kl, per class:
-  //   g_s = b p ((1 - ew) log p - log q - D - ew H) = (b es / Ss) ((1 - ew) xs - xz + K), 0 where es == 0
+  //   g_s = b p ((1 - ew) log p - log q - e) = (b es / Ss) (t + K), 0 where es == 0
   //   g_z = b (q - p) + a (q - [k == y])
   // Blocks whose rows are all in the ERDA set and unlabeled (nearly all of them with few labels) skip
   // the per-row selects.
@@ -348,14 +356,20 @@ struct Rows {
     const bool any_lab = V::any(lab.labeled), any_set = V::any(lab.in_set);
     const bool plain = any_set && !any_lab && V::all(lab.in_set);
     for (int k = 0; k < C; ++k) {
-      const vec xz = x.z(k) - mz;
-      const vec ez = scratch ? V::load(scratch + (C + k) * V::W) : V::exp(xz);
+      const vec ez = scratch ? V::load(scratch + (C + k) * V::W) : V::exp(x.z(k) - mz);
       vec g_s = zero, g_z = zero;
       if (any_set) {
-        const vec xs = x.s(k) - ms;
-        const vec es = scratch ? V::load(scratch + k * V::W) : V::exp(xs);
+        vec es, t;
+        if (scratch) {
+          es = V::load(scratch + k * V::W);
+          t = V::load(scratch + (2 * C + k) * V::W);
+        } else {
+          const vec xs = x.s(k) - ms;
+          es = V::exp(xs);
+          t = V::fms(ew1, xs, x.z(k) - mz);
+        }
         const vec bp = es * bs;
-        g_s = V::zero_if_zero(bp, bp * (V::fma(ew1, xs, K) - xz));
+        g_s = V::zero_if_zero(bp, bp * (t + K));
         g_z = V::fms(ez, bq, bp);
         if (!plain) {
           g_s = V::select(lab.in_set, g_s, zero);

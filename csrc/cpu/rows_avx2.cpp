@@ -44,12 +44,12 @@ void erda_blocks(const RowArgs& a, int64_t begin, int64_t end) {
   float ca, cb;
   loss_scales(a.cfg, a.counts, ca, cb);
   const int C = a.C, cpad = (C + 7) / 8 * 8;
-  Scratch<float> buf(size_t(5) * cpad * 8);
+  Scratch<float> buf(size_t(3 + kScratchPerClass) * cpad * 8);
   if (!buf.p) return erda_range_scalar<T, DIST>(a, begin, end);
   float* st = buf.p;          // s of the block, lanes layout; then its gradient
   float* zt = st + cpad * 8;  // z of the block, lanes layout; then its gradient
-  float* ex = zt + cpad * 8;  // exp(x - max) of s and z, 2 * C * 8
-  T* stage = reinterpret_cast<T*>(ex + 2 * cpad * 8);  // 8 * C outputs for the streaming stores
+  float* ex = zt + cpad * 8;  // the row maths' scratch, kScratchPerClass * C * 8
+  T* stage = reinterpret_cast<T*>(ex + kScratchPerClass * cpad * 8);  // 8 * C (+ 8) outputs for streaming stores
   const T* S = static_cast<const T*>(a.s);
   const T* Z = static_cast<const T*>(a.z);
   float* rowloss = static_cast<float*>(a.rowloss);

@@ -36,7 +36,7 @@ void erda_range_scalar(const RowArgs& a, int64_t begin, int64_t end) {
   using V = ScalarOps<A>;
   A ca, cb;
   loss_scales(a.cfg, a.counts, ca, cb);
-  Scratch<A> scratch(size_t(2) * a.C);  // null on failure: the maths then recomputes exp
+  Scratch<A> scratch(size_t(kScratchPerClass) * a.C);  // null on failure: the maths then recomputes exp
   const T* S = static_cast<const T*>(a.s);
   const T* Z = static_cast<const T*>(a.z);
   A* rowloss = static_cast<A*>(a.rowloss);
