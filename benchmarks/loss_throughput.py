@@ -209,7 +209,7 @@ def parse_args(argv):
     p.add_argument("--labels", choices=("both", "with", "without"), default="both")
     p.add_argument("--repeats", type=int, default=7,
                    help="timed rounds at least (one call of each variant and of the copy per round); more, up "
-                        "to 5x, while a round set takes under 1 s per variant")
+                        "to 5x, while the rounds so far took under 1 s per function timed")
     p.add_argument("--malloc", choices=("reuse", "default"), default="reuse",
                    help="CPU: keep freed large blocks for reuse (default, see reuse_freed_memory) or glibc's default")
     p.add_argument("--json", type=str, default=None, help="write the results to this JSON file")
