@@ -165,6 +165,54 @@ static void test_exp_avx2() {
 }
 #endif
 
+// The row maths without a scratch (the CUDA kernel's way: exponentials recomputed in the gradient
+// pass) through the scalar policy, against the same maths with a scratch (the CPU's way) and the
+// float64 reference; with classes at -inf in some rows, which must get exactly zero gradients.
+template <int DIST>
+static void test_without_scratch_dist() {
+  using V = ScalarOps<float>;
+  std::mt19937 gen(11);
+  std::normal_distribution<double> nd(0.0, 2.0);
+  for (int C : {1, 2, 5, 13, 20}) {
+    for (int row = 0; row < 12; ++row) {
+      std::vector<float> s(C), z(C), gs1(C), gz1(C), gs2(C), gz2(C), scratch(kScratchPerClass * C);
+      for (int k = 0; k < C; ++k) s[k] = float(nd(gen)), z[k] = float(nd(gen));
+      const bool with_inf = row % 3 == 2 && C > 2;
+      if (with_inf) s[1] = z[1] = -INFINITY;
+      const int y = row % 4 == 0 ? int(gen() % C) : -1;
+      const int yy = (with_inf && y == 1) ? 0 : y;
+      const bool in_set = yy < 0 || row % 5 == 0;
+      RowLabels<V> lab{float(yy), yy >= 0, in_set};
+      const float a = 0.8f, b = 0.3f, ew = 0.6f;
+      RowStats<V> st1, st2;
+      RowRef<float, float> x1{s.data(), z.data(), gs1.data(), gz1.data()};
+      RowRef<float, float> x2{s.data(), z.data(), gs2.data(), gz2.data()};
+      const float l1 = Rows<V, DIST>::forward(x1, C, lab, a, b, ew, nullptr, st1);
+      Rows<V, DIST>::gradients(x1, C, lab, a, b, ew, st1, nullptr, true, true);
+      const float l2 = Rows<V, DIST>::forward(x2, C, lab, a, b, ew, scratch.data(), st2);
+      Rows<V, DIST>::gradients(x2, C, lab, a, b, ew, st2, scratch.data(), true, true);
+      std::vector<double> sd(s.begin(), s.end()), zd(z.begin(), z.end());
+      const double L = RefRow::loss(sd, zd, yy, in_set, yy >= 0 ? a : 0, in_set ? b : 0, DIST, ew);
+      CHECK(close(l1, L, 1e-5, 1e-6), "no scratch C=%d dist=%d row %d: loss %.9g vs %.9g", C, DIST, row, l1, L);
+      CHECK(close(l1, l2, 1e-5, 1e-6), "C=%d dist=%d row %d: loss %.9g without scratch, %.9g with", C, DIST, row, l1, l2);
+      for (int k = 0; k < C; ++k) {
+        CHECK(close(gs1[k], gs2[k], 1e-5, 1e-7) && close(gz1[k], gz2[k], 1e-5, 1e-7),
+              "C=%d dist=%d row %d class %d: gradients (%.9g, %.9g) without scratch, (%.9g, %.9g) with", C, DIST, row,
+              k, gs1[k], gz1[k], gs2[k], gz2[k]);
+      }
+      if (with_inf) CHECK(gs1[1] == 0 && gz1[1] == 0, "C=%d dist=%d row %d: class at -inf has gradients (%g, %g)", C,
+                          DIST, row, gs1[1], gz1[1]);
+    }
+  }
+}
+
+static void test_without_scratch() {
+  test_without_scratch_dist<kKL>();
+  test_without_scratch_dist<kReverseKL>();
+  test_without_scratch_dist<kJS>();
+  test_without_scratch_dist<kMSE>();
+}
+
 static void test_conversions() {
   // every finite half and bfloat16 value survives float and back; NaN stays NaN
   for (uint32_t h = 0; h < 65536; ++h) {
@@ -187,6 +235,7 @@ static void test_conversions() {
 
 int main() {
   test_conversions();
+  test_without_scratch();
   std::vector<Variant> variants = {{"generic", &erda_rows_generic}};
 #ifdef ERDA_HAVE_AVX2_VARIANT
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
