@@ -198,18 +198,39 @@ struct Rows {
   using vec = typename V::vec;
   using mask = typename V::mask;
 
+  // The rows' maxima over the classes.
+  template <class X>
+  ERDA_HD static void maxima(const X& x, int C, vec& ms, vec& mz) {
+    ms = V::set(-A(INFINITY));
+    mz = V::set(-A(INFINITY));
+    for (int k = 0; k < C; ++k) {
+      ms = V::max(ms, x.s(k));
+      mz = V::max(mz, x.z(k));
+    }
+  }
+
+  // a * c [labeled] + b * e [in set], with c = -log q[y] from z's max and log-sum-exp; e is not read for
+  // rows outside the ERDA set (0 there).
+  template <class X>
+  ERDA_HD static vec row_loss(const X& x, const RowLabels<V>& lab, A a, A b, vec mz, vec lSz, vec e) {
+    vec loss = V::set(0);
+    if (V::any(lab.labeled)) {
+      const vec c = V::set(0) - ((x.z_at(lab.y, lab.labeled) - mz) - lSz);
+      loss = V::select(lab.labeled, V::set(a) * c, loss);
+    }
+    if (V::any(lab.in_set)) loss = loss + V::select(lab.in_set, V::set(b) * e, V::set(0));
+    return loss;
+  }
+
   // Returns the rows' loss a * c [labeled] + b * e [in set] and fills `st`. `scratch` (kScratchPerClass *
   // C * W values, or null) keeps exp(x - max) for the later passes (and for gradients()); without it they
   // are recomputed.
   template <class X>
   ERDA_HD static vec forward(const X& x, int C, const RowLabels<V>& lab, A a, A b, A entropy_weight, A* scratch,
                              RowStats<V>& st) {
-    if (DIST == kKL) return forward_kl(x, C, lab, a, b, entropy_weight, scratch, st);
-    vec ms = V::set(-A(INFINITY)), mz = V::set(-A(INFINITY));
-    for (int k = 0; k < C; ++k) {
-      ms = V::max(ms, x.s(k));
-      mz = V::max(mz, x.z(k));
-    }
+    if (DIST == kKL) return forward_kl(x, C, lab, a, b, entropy_weight, scratch, st);  // the rest: reverse_kl, js, mse
+    vec ms, mz;
+    maxima(x, C, ms, mz);
     const bool any_set = V::any(lab.in_set);
     vec sum_s = V::set(0), sum_z = V::set(0);
     for (int k = 0; k < C; ++k) {
@@ -235,9 +256,7 @@ struct Rows {
         const vec p = scratch ? V::load(scratch + k * V::W) * inv_s : V::exp(lp);
         const vec q = scratch ? V::load(scratch + (C + k) * V::W) * inv_z : V::exp(lq);
         acc_h = acc_h + V::zero_if_zero(p, p * lp);
-        if (DIST == kKL) {
-          acc1 = acc1 + V::zero_if_zero(p, p * (lp - lq));
-        } else if (DIST == kReverseKL) {
+        if (DIST == kReverseKL) {
           acc1 = acc1 + V::zero_if_zero(q, q * (lq - lp));
         } else if (DIST == kJS) {
           const vec lm = V::log(p + q) - ln2;
@@ -252,7 +271,7 @@ struct Rows {
       }
       H = V::set(0) - acc_h;
       r1 = acc1;
-      if (DIST == kKL || DIST == kReverseKL) {
+      if (DIST == kReverseKL) {
         D = r1;
       } else if (DIST == kJS) {
         r2 = acc2;
@@ -262,22 +281,8 @@ struct Rows {
         D = V::set(A(0.5)) * acc3;
       }
     }
-    vec loss = V::set(0);
-    if (V::any(lab.labeled)) {
-      const vec c = V::set(0) - ((x.z_at(lab.y, lab.labeled) - mz) - lSz);
-      loss = V::select(lab.labeled, V::set(a) * c, loss);
-    }
-    if (any_set) loss = loss + V::select(lab.in_set, V::set(b) * (V::set(entropy_weight) * H + D), V::set(0));
-    st.ms = ms;
-    st.lSs = lSs;
-    st.mz = mz;
-    st.lSz = lSz;
-    st.inv_s = inv_s;
-    st.inv_z = inv_z;
-    st.H = H;
-    st.r1 = r1;
-    st.r2 = r2;
-    return loss;
+    st = RowStats<V>{ms, lSs, mz, lSz, inv_s, inv_z, H, r1, r2};
+    return row_loss(x, lab, a, b, mz, lSz, V::set(entropy_weight) * H + D);
   }
 
   // The same for kl, the default distance, with two passes over the classes instead of three and fewer
@@ -289,11 +294,8 @@ struct Rows {
   template <class X>
   ERDA_HD static vec forward_kl(const X& x, int C, const RowLabels<V>& lab, A a, A b, A entropy_weight, A* scratch,
                                 RowStats<V>& st) {
-    vec ms = V::set(-A(INFINITY)), mz = V::set(-A(INFINITY));
-    for (int k = 0; k < C; ++k) {
-      ms = V::max(ms, x.s(k));
-      mz = V::max(mz, x.z(k));
-    }
+    vec ms, mz;
+    maxima(x, C, ms, mz);
     const bool any_set = V::any(lab.in_set);
     const vec ew1 = V::set(A(1) - entropy_weight);
     vec sum_s = V::set(0), sum_z = V::set(0), acc = V::set(0);
@@ -324,22 +326,8 @@ struct Rows {
       K = V::set(0) - acc * inv_s;
       e = (lSz - ew1 * lSs) - K;
     }
-    vec loss = V::set(0);
-    if (V::any(lab.labeled)) {
-      const vec c = V::set(0) - ((x.z_at(lab.y, lab.labeled) - mz) - lSz);
-      loss = V::select(lab.labeled, V::set(a) * c, loss);
-    }
-    if (any_set) loss = loss + V::select(lab.in_set, V::set(b) * e, V::set(0));
-    st.ms = ms;
-    st.lSs = lSs;
-    st.mz = mz;
-    st.lSz = lSz;
-    st.inv_s = inv_s;
-    st.inv_z = inv_z;
-    st.H = V::set(0);  // not kept apart from D for kl
-    st.r1 = e;
-    st.r2 = K;
-    return loss;
+    st = RowStats<V>{ms, lSs, mz, lSz, inv_s, inv_z, V::set(0), e, K};  // H is not kept apart from D for kl
+    return row_loss(x, lab, a, b, mz, lSz, e);
   }
 
   // kl gradients after forward_kl, per class:
@@ -408,10 +396,7 @@ struct Rows {
         const vec p = scratch ? V::load(scratch + k * V::W) * st.inv_s : V::exp(lp);
         const vec ent = V::zero_if_zero(p, p * (lp + H));  // -dH/ds
         vec ds, dz;
-        if (DIST == kKL) {
-          ds = V::zero_if_zero(p, p * ((lp - lq) - r1));
-          dz = q - p;
-        } else if (DIST == kReverseKL) {
+        if (DIST == kReverseKL) {
           ds = p - q;
           dz = V::zero_if_zero(q, q * ((lq - lp) - r1));
         } else if (DIST == kJS) {
