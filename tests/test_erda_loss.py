@@ -319,3 +319,27 @@ def test_ignore_index_other_than_minus_one(cap):
     s, z, labels = make_inputs(25, 8, torch.float32, seed=13)
     labels[labels == -1] = 255
     check_against_reference(s, z, labels, ignore_index=255)
+
+
+@pytest.mark.parametrize("ignore_index", [2, -100, 2**40 + 3], ids=["a class", "negative", "low bits a class"])
+def test_ignore_index_values(cap, ignore_index):
+    """Labels equal to ignore_index are unlabeled whatever its value: one of the classes, a negative number, or
+    an int64 whose low 32 bits are a class. 67 rows: full blocks of 8 and a partial one."""
+    s, z, labels = make_inputs(67, 8, torch.float32, seed=14, labeled_frac=0.5)
+    labels[labels == -1] = ignore_index
+    assert (labels == ignore_index).any() and (labels != ignore_index).any()
+    check_against_reference(s, z, labels, ignore_index=ignore_index)
+
+
+def test_labels_counted_over_many_chunks(cap):
+    """More labels than one thread's share: the counts that scale the mean (checked through the loss and
+    its gradients), and the first bad label named even when a later one is bad too."""
+    n = 200_003
+    s, z, labels = make_inputs(n, 3, torch.float32, seed=15, labeled_frac=0.01)
+    check_against_reference(s, z, labels)
+    check_against_reference(s, z, labels.flip(0), erda_points="all")
+    bad = labels.clone()
+    bad[180_001] = 3
+    bad[150_000] = -2
+    with pytest.raises(ValueError, match=r"labels\[150000\] = -2 "):
+        ops.erda_loss(s, z, bad)

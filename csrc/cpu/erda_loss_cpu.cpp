@@ -52,7 +52,24 @@ RowsFn rows_fn() {
   return &erda_rows_generic;
 }
 
-// Validates labels (each in [0, C) or ignore_index) and counts [labeled, in the ERDA set] in one pass.
+// Labels in [b, e) that are not ignore_index, and whether one of them is outside [0, C): no branch per label
+// and no early exit, the common case being all good (inlined with stride 1 for contiguous labels).
+inline int64_t count_range(const int64_t* l, int64_t st, int64_t b, int64_t e, int64_t C, int64_t ignore_index,
+                           bool& out_of_range) {
+  int64_t n = 0;
+  uint64_t bad = 0;
+  for (int64_t i = b; i < e; ++i) {
+    const int64_t v = l[i * st];
+    const uint64_t labeled = v != ignore_index;
+    n += int64_t(labeled);
+    bad |= labeled & uint64_t(uint64_t(v) >= uint64_t(C));
+  }
+  out_of_range = bad != 0;
+  return n;
+}
+
+// Validates labels (each in [0, C) or ignore_index) and counts [labeled, in the ERDA set]: one pass on
+// all threads, and a second, serial one only to name the first bad label.
 at::Tensor count_labels(const std::optional<at::Tensor>& labels, int64_t N, int64_t C, int64_t ignore_index,
                         bool erda_all) {
   at::Tensor counts = at::empty({2}, at::TensorOptions().dtype(at::kLong));
@@ -60,15 +77,24 @@ at::Tensor count_labels(const std::optional<at::Tensor>& labels, int64_t N, int6
   if (labels.has_value()) {
     const int64_t* l = labels->data_ptr<int64_t>();
     const int64_t st = labels->stride(0);
-    for (int64_t i = 0; i < N; ++i) {
-      const int64_t v = l[i * st];
-      if (v == ignore_index) continue;
-      if (v < 0 || v >= C) {
-        TORCH_CHECK_VALUE(false, "erda_loss: labels[", i, "] = ", v, " is neither a class in [0, ", C,
-                          ") nor ignore_index (", ignore_index, ")");
+    std::atomic<int64_t> total{0};
+    std::atomic<bool> bad{false};
+    at::parallel_for(0, N, int64_t(1) << 16, [&](int64_t b, int64_t e) {
+      bool out_of_range;
+      total += st == 1 ? count_range(l, 1, b, e, C, ignore_index, out_of_range)
+                       : count_range(l, st, b, e, C, ignore_index, out_of_range);
+      if (out_of_range) bad = true;
+    });
+    if (bad) {
+      for (int64_t i = 0; i < N; ++i) {
+        const int64_t v = l[i * st];
+        if (v != ignore_index && (v < 0 || v >= C)) {
+          TORCH_CHECK_VALUE(false, "erda_loss: labels[", i, "] = ", v, " is neither a class in [0, ", C,
+                            ") nor ignore_index (", ignore_index, ")");
+        }
       }
-      ++n_lab;
     }
+    n_lab = total.load();
   }
   counts[0] = n_lab;
   counts[1] = erda_all ? N : N - n_lab;
