@@ -182,7 +182,7 @@ constexpr int kScratchPerClass = 3;
 // What the forward learns of each row and the gradient pass reuses.
 template <class V>
 struct RowStats {
-  typename V::vec ms, lSs;      // max of s, log sum exp(s - ms)
+  typename V::vec ms, lSs;      // max of s, log sum exp(s - ms) (0 for kl with entropy weight 1: unused)
   typename V::vec mz, lSz;      // the same for z
   typename V::vec inv_s, inv_z; // 1 / sum exp(s - ms), 1 / sum exp(z - mz)
   typename V::vec H, r1, r2;    // H(p); reverse_kl: D, 0; js: KL(p||m), KL(q||m); mse: sum p d, sum q d;
@@ -321,7 +321,7 @@ struct Rows {
     const vec lSz = V::log(sum_z), inv_z = V::set(A(1)) / sum_z;
     vec lSs = V::set(0), inv_s = V::set(0), K = V::set(0), e = V::set(0);
     if (any_set) {
-      lSs = V::log(sum_s);
+      if (entropy_weight != A(1)) lSs = V::log(sum_s);  // with weight 1, e = sum p (-log q) has no log p
       inv_s = V::set(A(1)) / sum_s;
       K = V::set(0) - acc * inv_s;
       e = (lSz - ew1 * lSs) - K;
