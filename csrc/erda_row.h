@@ -285,6 +285,15 @@ struct Rows {
     return row_loss(x, lab, a, b, mz, lSz, V::set(entropy_weight) * H + D);
   }
 
+  // kl, class k of the rows: es = exp(xs) and t = (1 - ew) xs - (z - max(z)), with xs = s - max(s) clamped
+  // by exp_arg (so es = 0 and t finite where s = -inf).
+  template <class X>
+  ERDA_HD static void kl_terms(const X& x, int k, vec ms, vec mz, vec ew1, vec& es, vec& t) {
+    const vec xs = V::exp_arg(x.s(k) - ms);
+    es = V::exp_of_arg(xs);
+    t = V::fms(ew1, xs, x.z(k) - mz);
+  }
+
   // The same for kl, the default distance, with two passes over the classes instead of three and fewer
   // operations per class. With xs = s - max(s), xz = z - max(z), es = exp(xs), ez = exp(xz), Ss = sum es,
   // log p = xs - lSs, log q = xz - lSz and t = (1 - ew) xs - xz:
@@ -307,10 +316,9 @@ struct Rows {
     }
     if (any_set) {
       for (int k = 0; k < C; ++k) {
-        const vec xs = V::exp_arg(x.s(k) - ms);
-        const vec es = V::exp_of_arg(xs);
+        vec es, t;
+        kl_terms(x, k, ms, mz, ew1, es, t);
         sum_s = sum_s + es;
-        const vec t = V::fms(ew1, xs, x.z(k) - mz);
         if (scratch) {
           V::store(scratch + k * V::W, es);
           V::store(scratch + (2 * C + k) * V::W, t);
@@ -352,9 +360,7 @@ struct Rows {
           es = V::load(scratch + k * V::W);
           t = V::load(scratch + (2 * C + k) * V::W);
         } else {
-          const vec xs = x.s(k) - ms;
-          es = V::exp(xs);
-          t = V::fms(ew1, xs, x.z(k) - mz);
+          kl_terms(x, k, ms, mz, ew1, es, t);
         }
         const vec bp = es * bs;
         g_s = V::zero_if_zero(bp, bp * (t + K));

@@ -52,19 +52,23 @@ RowsFn rows_fn() {
   return &erda_rows_generic;
 }
 
-// Labels in [b, e) that are not ignore_index, and whether one of them is outside [0, C): no branch per label
-// and no early exit, the common case being all good (inlined with stride 1 for contiguous labels).
+// A label that is neither ignore_index nor a class in [0, C) (no branch: & rather than &&).
+inline bool bad_label(int64_t v, int64_t C, int64_t ignore_index) {
+  return (v != ignore_index) & (uint64_t(v) >= uint64_t(C));
+}
+
+// Labels in [b, e) that are not ignore_index, and whether one of them is bad: no branch per label and no
+// early exit, the common case being all good (inlined with stride 1 for contiguous labels).
 inline int64_t count_range(const int64_t* l, int64_t st, int64_t b, int64_t e, int64_t C, int64_t ignore_index,
-                           bool& out_of_range) {
+                           bool& any_bad) {
   int64_t n = 0;
-  uint64_t bad = 0;
+  bool bad = false;
   for (int64_t i = b; i < e; ++i) {
     const int64_t v = l[i * st];
-    const uint64_t labeled = v != ignore_index;
-    n += int64_t(labeled);
-    bad |= labeled & uint64_t(uint64_t(v) >= uint64_t(C));
+    n += int64_t(v != ignore_index);
+    bad |= bad_label(v, C, ignore_index);
   }
-  out_of_range = bad != 0;
+  any_bad = bad;
   return n;
 }
 
@@ -80,15 +84,15 @@ at::Tensor count_labels(const std::optional<at::Tensor>& labels, int64_t N, int6
     std::atomic<int64_t> total{0};
     std::atomic<bool> bad{false};
     at::parallel_for(0, N, int64_t(1) << 16, [&](int64_t b, int64_t e) {
-      bool out_of_range;
-      total += st == 1 ? count_range(l, 1, b, e, C, ignore_index, out_of_range)
-                       : count_range(l, st, b, e, C, ignore_index, out_of_range);
-      if (out_of_range) bad = true;
+      bool any_bad;
+      total += st == 1 ? count_range(l, 1, b, e, C, ignore_index, any_bad)
+                       : count_range(l, st, b, e, C, ignore_index, any_bad);
+      if (any_bad) bad = true;
     });
     if (bad) {
       for (int64_t i = 0; i < N; ++i) {
         const int64_t v = l[i * st];
-        if (v != ignore_index && (v < 0 || v >= C)) {
+        if (bad_label(v, C, ignore_index)) {
           TORCH_CHECK_VALUE(false, "erda_loss: labels[", i, "] = ", v, " is neither a class in [0, ", C,
                             ") nor ignore_index (", ignore_index, ")");
         }

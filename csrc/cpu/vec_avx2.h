@@ -237,13 +237,16 @@ template <class T>
 inline void scatter_block(const float* in, int nrows, int C, T* base, T* stage, bool stream) {
   stream = stream && nrows == 8 && (reinterpret_cast<uintptr_t>(base) & 31) == 0 && (C * sizeof(T)) % 4 == 0;
   T* out = stream ? stage : base;
+  auto rows_of_chunk = [in](int kb, __m256 r[8]) {  // classes [kb, kb + 8) of the 8 rows, one row per vector
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) r[j] = _mm256_load_ps(in + (kb + j) * 8);
+    transpose8(r);
+  };
   if (nrows == 8) {
     for (int kb = (C - 1) / 8 * 8; kb >= 0; kb -= 8) {
       const int n = C - kb < 8 ? C - kb : 8;
       __m256 r[8];
-#pragma GCC unroll 8
-      for (int j = 0; j < 8; ++j) r[j] = _mm256_load_ps(in + (kb + j) * 8);
-      transpose8(r);
+      rows_of_chunk(kb, r);
       if (C >= 8) {  // only the last row's store can run past the block
 #pragma GCC unroll 7
         for (int row = 0; row < 7; ++row) store8(out + int64_t(row) * C + kb, r[row]);
@@ -260,9 +263,7 @@ inline void scatter_block(const float* in, int nrows, int C, T* base, T* stage, 
     for (int kb = 0; kb < C; kb += 8) {
       const int n = C - kb < 8 ? C - kb : 8;
       __m256 r[8];
-#pragma GCC unroll 8
-      for (int j = 0; j < 8; ++j) r[j] = _mm256_load_ps(in + (kb + j) * 8);
-      transpose8(r);
+      rows_of_chunk(kb, r);
       for (int row = 0; row < nrows; ++row) store_part(out + int64_t(row) * C + kb, r[row], n);
     }
   }
