@@ -186,7 +186,7 @@ struct RowStats {
   typename V::vec mz, lSz;      // the same for z
   typename V::vec inv_s, inv_z; // 1 / sum exp(s - ms), 1 / sum exp(z - mz)
   typename V::vec H, r1, r2;    // H(p); reverse_kl: D, 0; js: KL(p||m), KL(q||m); mse: sum p d, sum q d;
-                                // kl: 0, ew H + D, K (see forward_kl)
+                                // kl: 0, 0, K (see forward_kl)
 };
 
 // ---------------------------------------------------------------------------------------------------
@@ -334,7 +334,7 @@ struct Rows {
       K = V::set(0) - acc * inv_s;
       e = (lSz - ew1 * lSs) - K;
     }
-    st = RowStats<V>{ms, lSs, mz, lSz, inv_s, inv_z, V::set(0), e, K};  // H is not kept apart from D for kl
+    st = RowStats<V>{ms, lSs, mz, lSz, inv_s, inv_z, V::set(0), V::set(0), K};  // gradients_kl needs only K
     return row_loss(x, lab, a, b, mz, lSz, e);
   }
 

@@ -197,14 +197,17 @@ inline void gather_block(const T* base, int64_t stride, int nrows, int C, float*
   const T* p[8];
 #pragma GCC unroll 8
   for (int row = 0; row < 8; ++row) p[row] = base + (row < nrows ? row : 0) * stride;
+  auto put_chunk = [out](int kb, __m256 r[8]) {  // one row per vector -> classes [kb, kb + 8) in lanes layout
+    transpose8(r);
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) _mm256_store_ps(out + (kb + j) * 8, r[j]);
+  };
   int kb = 0;
   for (; kb + 8 <= C; kb += 8) {
     __m256 r[8];
 #pragma GCC unroll 8
     for (int row = 0; row < 8; ++row) r[row] = load8(p[row] + kb);
-    transpose8(r);
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; ++j) _mm256_store_ps(out + (kb + j) * 8, r[j]);
+    put_chunk(kb, r);
   }
   if (kb < C) {
     // Lanes for classes >= C are never read, so a row followed by another row of the block (which starts
@@ -218,9 +221,7 @@ inline void gather_block(const T* base, int64_t stride, int nrows, int C, float*
 #pragma GCC unroll 8
       for (int row = 0; row < 8; ++row) r[row] = load_part(p[row] + kb, C - kb, -INFINITY);
     }
-    transpose8(r);
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; ++j) _mm256_store_ps(out + (kb + j) * 8, r[j]);
+    put_chunk(kb, r);
   }
 }
 
