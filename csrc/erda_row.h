@@ -289,9 +289,39 @@ struct Rows {
   // by exp_arg (so es = 0 and t finite where s = -inf).
   template <class X>
   ERDA_HD static void kl_terms(const X& x, int k, vec ms, vec mz, vec ew1, vec& es, vec& t) {
-    const vec xs = V::exp_arg(x.s(k) - ms);
+    kl_terms_of(x.s(k), x.z(k), ms, mz, ew1, es, t);
+  }
+  ERDA_HD static void kl_terms_of(vec s, vec z, vec ms, vec mz, vec ew1, vec& es, vec& t) {
+    const vec xs = V::exp_arg(s - ms);
     es = V::exp_of_arg(xs);
-    t = V::fms(ew1, xs, x.z(k) - mz);
+    t = V::fms(ew1, xs, z - mz);
+  }
+
+  // kl, rows in the ERDA set, from the class sums Ss = sum es, Sz = sum ez and acc = sum(es t) (see
+  // forward_kl): the row's e, and what the gradient pass needs (lSs is 0 for entropy weight 1: unused).
+  struct KlRow {
+    vec lSz, inv_z, lSs, inv_s, K, e;
+  };
+  ERDA_HD static KlRow kl_row(vec sum_s, vec sum_z, vec acc, A entropy_weight, bool any_set) {
+    KlRow r;
+    r.lSz = V::log(sum_z);
+    r.inv_z = V::set(A(1)) / sum_z;
+    r.lSs = r.inv_s = r.K = r.e = V::set(0);
+    if (any_set) {
+      if (entropy_weight != A(1)) r.lSs = V::log(sum_s);  // with weight 1, e = sum p (-log q) has no log p
+      r.inv_s = V::set(A(1)) / sum_s;
+      r.K = V::set(0) - acc * r.inv_s;
+      r.e = (r.lSz - V::set(A(1) - entropy_weight) * r.lSs) - r.K;
+    }
+    return r;
+  }
+
+  // kl, one class of rows in the ERDA set, with bs = b / Ss and bq = b / Sz:
+  //   g_s = b p (t + K) (0 where es == 0), g_z = b (q - p)
+  ERDA_HD static void kl_set_grads(vec es, vec ez, vec t, vec bs, vec bq, vec K, vec& g_s, vec& g_z) {
+    const vec bp = es * bs;
+    g_s = V::zero_if_zero(bp, bp * (t + K));
+    g_z = V::fms(ez, bq, bp);
   }
 
   // The same for kl, the default distance, with two passes over the classes instead of three and fewer
@@ -326,16 +356,9 @@ struct Rows {
         acc = V::fma(es, V::zero_if_zero(es, t), acc);
       }
     }
-    const vec lSz = V::log(sum_z), inv_z = V::set(A(1)) / sum_z;
-    vec lSs = V::set(0), inv_s = V::set(0), K = V::set(0), e = V::set(0);
-    if (any_set) {
-      if (entropy_weight != A(1)) lSs = V::log(sum_s);  // with weight 1, e = sum p (-log q) has no log p
-      inv_s = V::set(A(1)) / sum_s;
-      K = V::set(0) - acc * inv_s;
-      e = (lSz - ew1 * lSs) - K;
-    }
-    st = RowStats<V>{ms, lSs, mz, lSz, inv_s, inv_z, V::set(0), V::set(0), K};  // gradients_kl needs only K
-    return row_loss(x, lab, a, b, mz, lSz, e);
+    const KlRow r = kl_row(sum_s, sum_z, acc, entropy_weight, any_set);
+    st = RowStats<V>{ms, r.lSs, mz, r.lSz, r.inv_s, r.inv_z, V::set(0), V::set(0), r.K};  // gradients_kl needs only K
+    return row_loss(x, lab, a, b, mz, r.lSz, r.e);
   }
 
   // kl gradients after forward_kl, per class:
@@ -362,9 +385,7 @@ struct Rows {
         } else {
           kl_terms(x, k, ms, mz, ew1, es, t);
         }
-        const vec bp = es * bs;
-        g_s = V::zero_if_zero(bp, bp * (t + K));
-        g_z = V::fms(ez, bq, bp);
+        kl_set_grads(es, ez, t, bs, bq, K, g_s, g_z);
         if (!plain) {
           g_s = V::select(lab.in_set, g_s, zero);
           g_z = V::select(lab.in_set, g_z, zero);

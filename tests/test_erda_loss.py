@@ -343,3 +343,74 @@ def test_labels_counted_over_many_chunks(cap):
     bad[150_000] = -2
     with pytest.raises(ValueError, match=r"labels\[150000\] = -2 "):
         ops.erda_loss(s, z, bad)
+
+
+# ----------------------------------------------------------------------------------------------------
+# kl on float32 rows of C % 4 == 0 classes: whole blocks of 8 rows with no labeled row take the AVX2
+# kernel's rows-layout path (runs of 1, 2 or 4 such blocks at once); the others, the transposing one.
+
+# blocks of 8 rows, U: no labeled row, L: one labeled row; runs of 1, 2, 4, 3 (2 + 1) and 5 (4 + 1) U blocks
+BLOCKS = "ULUULUUUULUUULUUUUUL"
+
+
+def block_labels(c, tail=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.full((8 * len(BLOCKS) + tail,), -1)
+    for b, kind in enumerate(BLOCKS):
+        if kind == "L":
+            labels[8 * b + int(torch.randint(0, 8, (1,), generator=g))] = int(torch.randint(0, c, (1,), generator=g))
+    return labels
+
+
+@pytest.mark.parametrize("c", (4, 8, 12, 16, 20, 24, 40, 44))
+def test_rows_layout_blocks_match_float64_reference(cap, c):
+    """C / 4 odd and even (a vector shared by two rows, or not), every run length of unlabeled blocks,
+    labeled blocks between them and a partial block at the end; no labels at all; entropy weights other
+    than 1; every point in the ERDA set; the pseudo-label gradient not wanted."""
+    labels = block_labels(c, seed=c)
+    n = labels.numel()
+    s, z, _ = make_inputs(n, c, torch.float32, seed=200 + c)
+    grad = torch.randn(n, dtype=torch.float64)
+    for lab, kw in ((labels, {}), (None, {}), (labels, dict(entropy_weight=0.3, erda_weight=0.5)),
+                    (labels, dict(erda_points="all", entropy_weight=2.0)), (labels, dict(detach_pseudo=True))):
+        check_against_reference(s, z, lab, grad, distance="kl", reduction="none", **kw)
+    check_against_reference(s, z, labels, distance="kl", reduction="mean")
+
+
+def test_rows_layout_edge_values(cap):
+    """-inf classes, a NaN row and huge logits inside unlabeled blocks."""
+    c = 20
+    labels = block_labels(c, tail=0, seed=1)
+    labels[labels == 3] = 2  # class 3 is at -inf below: no labeled point of it
+    n = labels.numel()
+    s, z, _ = make_inputs(n, c, torch.float32, seed=21)
+    s[:, 3] = -math.inf
+    z[:, 3] = -math.inf
+    s[9, 10:] = z[9, 10:] = -math.inf  # block 1 (labeled) and block 2 (not)
+    s[17, 4:] = z[17, 4:] = -math.inf
+    s[40:48] = torch.sign(s[40:48]) * 1e4  # block 5: in a run of four unlabeled blocks
+    z[40:48] *= 3e3
+    out, gs, gz = run(ops.erda_loss, s, z, labels, torch.ones(n), distance="kl", reduction="none")
+    rout, rgs, rgz = reference64(s, z, labels, torch.ones(n), distance="kl", reduction="none")
+    assert torch.isfinite(out).all() and torch.isfinite(gs).all() and torch.isfinite(gz).all()
+    assert torch.all(gs[:, 3] == 0) and torch.all(gz[:, 3] == 0)
+    for name, a, b in (("loss", out, rout), ("grad pseudo_logits", gs, rgs), ("grad logits", gz, rgz)):
+        atol = max(1e-6, 1e-6 * b.abs().max().item())  # terms of size 1e4 in block 5
+        torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=atol, msg=lambda m: f"{name}: {m}")
+    s[50, 7] = math.nan  # block 6, unlabeled
+    out, gs, gz = run(ops.erda_loss, s, z, labels, torch.ones(n), distance="kl", reduction="none")
+    assert torch.isnan(out[50]) and torch.isnan(gs[50]).all() and torch.isnan(gz[50]).all()
+    others = torch.ones(n, dtype=torch.bool)
+    others[50] = False
+    assert torch.isfinite(out[others]).all() and torch.isfinite(gs[others]).all()
+
+
+@pytest.mark.parametrize("with_labels", (False, True), ids=("no labels", "1% labeled"))
+def test_rows_layout_streamed_and_loss_only(cap, with_labels):
+    """Gradients of 8 MiB and more (streamed), and the loss alone (no gradient pass)."""
+    n = (8 << 20) // (20 * 4) + 13
+    s, z, labels = make_inputs(n, 20, torch.float32, seed=22, labeled_frac=0.01, with_labels=with_labels)
+    check_against_reference(s, z, labels, distance="kl")
+    with torch.no_grad():
+        loss = ops.erda_loss(s, z, labels, reduction="none")
+    torch.testing.assert_close(loss.double(), reference64(s, z, labels, reduction="none")[0], rtol=1e-5, atol=1e-6)

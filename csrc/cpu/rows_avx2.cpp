@@ -1,7 +1,8 @@
 // AVX2 + FMA + F16C variant: blocks of 8 rows, one row per lane. Each block is transposed into a small
 // lanes-layout scratch (8x8 register transposes), the shared row maths runs on it (the loss, then the
 // gradients from the same exponentials), and the gradients are transposed back and stored (streamed past
-// the caches when large).
+// the caches when large). For kl on float32 rows of C % 4 == 0 classes stored one after the other,
+// blocks with no labeled row skip the transposes: kl_rows_avx2.h computes them in the rows' own layout.
 //
 // The target pragma comes before every include so that the whole translation unit is compiled for AVX2
 // whatever the build flags (no -march=native); it only runs after the run-time check in
@@ -11,12 +12,14 @@
 #define ERDA_ISA avx2
 #include "rows_impl.h"
 #include "vec_avx2.h"
+#include "kl_rows_avx2.h"
 
 namespace erda {
 inline namespace ERDA_ISA {
 
 using V = Avx2Ops;
 constexpr int64_t kPrefetchRows = 16;  // rows ahead of the block being computed
+constexpr int kRowsLayoutBlocks = 4;   // blocks that kl_block_rows_layout takes at once, at most
 
 // Labels of rows [i0, i0 + nrows) as lanes.
 inline RowLabels<V> block_labels(const RowArgs& a, int64_t i0, int nrows) {
@@ -57,7 +60,8 @@ void erda_blocks(const RowArgs& a, int64_t begin, int64_t end) {
   float ca, cb;
   loss_scales(a.cfg, a.counts, ca, cb);
   const int C = a.C, cpad = (C + 7) / 8 * 8;
-  Scratch<float> buf(size_t(3 + kScratchPerClass) * cpad * 8);
+  // lanes layout: 3 + kScratchPerClass vectors per class; kl_block_rows_layout<NB>: 5 * NB from ex on
+  Scratch<float> buf(size_t(3 + 5 * kRowsLayoutBlocks) * cpad * 8);
   if (!buf.p) return erda_range_scalar<T, DIST>(a, begin, end);
   float* st = buf.p;          // s of the block, lanes layout; then its gradient
   float* zt = st + cpad * 8;  // z of the block, lanes layout; then its gradient
@@ -69,15 +73,31 @@ void erda_blocks(const RowArgs& a, int64_t begin, int64_t end) {
   T* GS = static_cast<T*>(a.gs);
   T* GZ = static_cast<T*>(a.gz);
   const float ew = a.cfg.entropy_weight;
+  const bool rows_layout = DIST == kKL && sizeof(T) == 4 && kl_rows_layout_ok(a);
   for (int64_t i0 = begin; i0 < end; i0 += 8) {
     const int nrows = end - i0 < 8 ? int(end - i0) : 8;
     if (i0 + kPrefetchRows + 8 <= end) {
       prefetch_block(S + (i0 + kPrefetchRows) * a.s_row_stride, a.s_row_stride, C);
       prefetch_block(Z + (i0 + kPrefetchRows) * a.z_row_stride, a.z_row_stride, C);
     }
+    const RowLabels<V> lab = block_labels(a, i0, nrows);
+    if (rows_layout && nrows == 8 && !V::any(lab.labeled)) {  // then every row is in the ERDA set
+      // 1, 2 or 4 whole blocks with no labeled row: more at once overlap the latency of each pass's sums
+      int nb = 1;
+      while (nb < kRowsLayoutBlocks && i0 + 8 * (nb + 1) <= end && !V::any(block_labels(a, i0 + 8 * nb, 8).labeled)) ++nb;
+      nb = nb >= 4 ? 4 : nb >= 2 ? 2 : 1;
+      for (int k = 1; k < nb && i0 + 8 * k + kPrefetchRows + 8 <= end; ++k) {  // the other blocks' prefetches
+        prefetch_block(S + (i0 + 8 * k + kPrefetchRows) * C, C, C);
+        prefetch_block(Z + (i0 + 8 * k + kPrefetchRows) * C, C, C);
+      }
+      if (nb == 4) kl_block_rows_layout<4>(a, i0, cb, ex);
+      else if (nb == 2) kl_block_rows_layout<2>(a, i0, cb, ex);
+      else kl_block_rows_layout<1>(a, i0, cb, ex);
+      i0 += 8 * (nb - 1);
+      continue;
+    }
     gather_block(S + i0 * a.s_row_stride, a.s_row_stride, nrows, C, st);
     gather_block(Z + i0 * a.z_row_stride, a.z_row_stride, nrows, C, zt);
-    const RowLabels<V> lab = block_labels(a, i0, nrows);
     BlockRef x{st, zt, st, zt};  // gradients overwrite the staged rows
     RowStats<V> rs;
     const F8 loss = Rows<V, DIST>::forward(x, C, lab, ca, cb, ew, ex, rs);
