@@ -407,7 +407,8 @@ def test_rows_layout_edge_values(cap):
 
 @pytest.mark.parametrize("with_labels", (False, True), ids=("no labels", "1% labeled"))
 def test_rows_layout_streamed_and_loss_only(cap, with_labels):
-    """Gradients of 8 MiB and more (streamed), and the loss alone (no gradient pass)."""
+    """Gradients of 8 MiB and more (streamed), and the loss alone (which takes the lanes layout) on the
+    same rows."""
     n = (8 << 20) // (20 * 4) + 13
     s, z, labels = make_inputs(n, 20, torch.float32, seed=22, labeled_frac=0.01, with_labels=with_labels)
     check_against_reference(s, z, labels, distance="kl")

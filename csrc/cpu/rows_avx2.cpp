@@ -20,6 +20,7 @@ inline namespace ERDA_ISA {
 using V = Avx2Ops;
 constexpr int64_t kPrefetchRows = 16;  // rows ahead of the block being computed
 constexpr int kRowsLayoutBlocks = 4;   // blocks that kl_block_rows_layout takes at once, at most
+constexpr int64_t kRowsLayoutPrefetchRows = 64;  // the same for it (2-3% faster than 16 at N = 10^6)
 
 // Labels of rows [i0, i0 + nrows) as lanes.
 inline RowLabels<V> block_labels(const RowArgs& a, int64_t i0, int nrows) {
@@ -73,7 +74,8 @@ void erda_blocks(const RowArgs& a, int64_t begin, int64_t end) {
   T* GS = static_cast<T*>(a.gs);
   T* GZ = static_cast<T*>(a.gz);
   const float ew = a.cfg.entropy_weight;
-  const bool rows_layout = DIST == kKL && sizeof(T) == 4 && kl_rows_layout_ok(a);
+  // (the loss alone is faster through the lanes layout, whose sums come with the exponentials)
+  const bool rows_layout = DIST == kKL && sizeof(T) == 4 && (GS || GZ) && kl_rows_layout_ok(a);
   for (int64_t i0 = begin; i0 < end; i0 += 8) {
     const int nrows = end - i0 < 8 ? int(end - i0) : 8;
     if (i0 + kPrefetchRows + 8 <= end) {
@@ -86,9 +88,9 @@ void erda_blocks(const RowArgs& a, int64_t begin, int64_t end) {
       int nb = 1;
       while (nb < kRowsLayoutBlocks && i0 + 8 * (nb + 1) <= end && !V::any(block_labels(a, i0 + 8 * nb, 8).labeled)) ++nb;
       nb = nb >= 4 ? 4 : nb >= 2 ? 2 : 1;
-      for (int k = 1; k < nb && i0 + 8 * k + kPrefetchRows + 8 <= end; ++k) {  // the other blocks' prefetches
-        prefetch_block(S + (i0 + 8 * k + kPrefetchRows) * C, C, C);
-        prefetch_block(Z + (i0 + 8 * k + kPrefetchRows) * C, C, C);
+      for (int k = 0; k < nb && i0 + 8 * k + kRowsLayoutPrefetchRows + 8 <= end; ++k) {
+        prefetch_block(S + (i0 + 8 * k + kRowsLayoutPrefetchRows) * C, C, C);
+        prefetch_block(Z + (i0 + 8 * k + kRowsLayoutPrefetchRows) * C, C, C);
       }
       if (nb == 4) kl_block_rows_layout<4>(a, i0, cb, ex);
       else if (nb == 2) kl_block_rows_layout<2>(a, i0, cb, ex);
