@@ -349,9 +349,11 @@ def test_labels_counted_over_many_chunks(cap):
 
 # ----------------------------------------------------------------------------------------------------
 # kl on float32 rows of C % 4 == 0 classes: whole blocks of 8 rows with no labeled row take the AVX2
-# kernel's rows-layout path (runs of 1, 2 or 4 such blocks at once); the others, the transposing one.
+# kernel's rows-layout path (runs of up to 4 such blocks at once; 4 blocks of C <= 64 classes by a variant
+# compiled for that C, fewer blocks or more classes by one that reads C at run time); the others, the
+# transposing one.
 
-# blocks of 8 rows, U: no labeled row, L: one labeled row; runs of 1, 2, 4, 3 (2 + 1) and 5 (4 + 1) U blocks
+# blocks of 8 rows, U: no labeled row, L: one labeled row; runs of 1, 2, 4, 3 and 5 (4 + 1) U blocks
 BLOCKS = "ULUULUUUULUUULUUUUUL"
 
 
@@ -364,7 +366,7 @@ def block_labels(c, tail=3, seed=0):
     return labels
 
 
-@pytest.mark.parametrize("c", (4, 8, 12, 16, 20, 24, 40, 44))
+@pytest.mark.parametrize("c", (4, 8, 12, 16, 20, 24, 40, 44, 64, 68, 72))
 def test_rows_layout_blocks_match_float64_reference(cap, c):
     """C / 4 odd and even (a vector shared by two rows, or not), every run length of unlabeled blocks,
     labeled blocks between them and a partial block at the end; no labels at all; entropy weights other
@@ -379,9 +381,9 @@ def test_rows_layout_blocks_match_float64_reference(cap, c):
     check_against_reference(s, z, labels, distance="kl", reduction="mean")
 
 
-def test_rows_layout_edge_values(cap):
+@pytest.mark.parametrize("c", (20, 68))
+def test_rows_layout_edge_values(cap, c):
     """-inf classes, a NaN row and huge logits inside unlabeled blocks."""
-    c = 20
     labels = block_labels(c, tail=0, seed=1)
     labels[labels == 3] = 2  # class 3 is at -inf below: no labeled point of it
     n = labels.numel()

@@ -13,9 +13,12 @@
 //   ("block order"): 6 shuffles for the block.
 // - A per-row value goes back to the rows' layout by two in-lane broadcasts per pair (and a blend for the
 //   shared vector).
-// NB = 1, 2 or 4 blocks go through each pass together, so that the latency of one block's sums, logs and
-// divisions overlaps the others' work. The maths per element and per row is Rows<V, kKL>'s (erda_row.h),
-// on the same operations, so results match the lanes layout up to the order of the sums.
+// 1 to kRowsLayoutBlocks blocks go through each pass together, so that the latency of one block's sums,
+// logs and divisions overlaps the others' work. The maths per element and per row is Rows<V, kKL>'s
+// (erda_row.h), on the same operations, so results match the lanes layout up to the order of the sums.
+// Q = C / 4 is a template argument for C <= 4 kMaxFixedQ (kl_rows_layout_fn): the loops over a pair's
+// vectors then unroll and their accumulators stay in registers, which at C = 20 takes about a tenth off
+// the kernel's time; any other C runs the same code with Q read at run time.
 #pragma once
 #include "vec_avx2.h"
 
@@ -85,24 +88,31 @@ inline bool kl_rows_layout_ok(const RowArgs& a) {
          a.z_row_stride == a.C;
 }
 
-// Rows [i0, i0 + 8 NB), none labeled and so all in the ERDA set (checked by the caller), with
-// kl_rows_layout_ok(a). b: the ERDA weight of loss_scales. ex: 40 NB C floats of scratch, 32-byte aligned.
-template <int NB>
-inline void kl_block_rows_layout(const RowArgs& a, int64_t i0, float b, float* ex) {
+constexpr int kRowsLayoutBlocks = 4;  // blocks that kl_blocks_rows_layout takes at once, at most
+constexpr int kMaxFixedQ = 16;        // C / 4 up to this is a template argument
+
+// Rows [i0, i0 + 8 NB), NB = 1 .. kRowsLayoutBlocks blocks, none labeled and so all in the ERDA set
+// (checked by the caller), with kl_rows_layout_ok(a). FNB, FQ: NB and C / 4 when fixed at compile time,
+// else 0 (nb and a.C are read then). b: the ERDA weight of loss_scales. ex: 40 kRowsLayoutBlocks C floats
+// of scratch, 32-byte aligned.
+template <int FNB, int FQ>
+void kl_blocks_rows_layout(const RowArgs& a, int64_t i0, int nb, float b, float* ex) {
   using V = Avx2Ops;
   using R = Rows<V, kKL>;
-  const int C = a.C, Q = C / 4;
+  constexpr int MB = kRowsLayoutBlocks;
+  const int NB = FNB ? FNB : nb;
+  const int C = FQ ? 4 * FQ : a.C, Q = FQ ? FQ : C / 4;
   const float* S = static_cast<const float*>(a.s) + i0 * C;
   const float* Z = static_cast<const float*>(a.z) + i0 * C;
   float* e_s = ex;                 // exp(s - max s)
-  float* e_z = ex + NB * 8 * C;    // exp(z - max z)
-  float* e_t = ex + NB * 16 * C;   // t = (1 - ew)(s - max s) - (z - max z)
-  float* e_g = ex + NB * 24 * C;   // max s of each element's row
-  float* e_h = ex + NB * 32 * C;   // max z of each element's row
+  float* e_z = ex + MB * 8 * C;    // exp(z - max z)
+  float* e_t = ex + MB * 16 * C;   // t = (1 - ew)(s - max s) - (z - max z)
+  float* e_g = ex + MB * 24 * C;   // max s of each element's row (Q read at run time only)
+  float* e_h = ex + MB * 32 * C;   // max z of each element's row (the same)
   const F8 ew1 = V::set(1.f - a.cfg.entropy_weight);
 
   // maxima
-  __m256 fs[4 * NB], fz[4 * NB];
+  __m256 fs[4 * MB], fz[4 * MB];
   for (int p = 0; p < 4 * NB; ++p) {
     const float* sp = S + p * 2 * C;
     const float* zp = Z + p * 2 * C;
@@ -116,33 +126,45 @@ inline void kl_block_rows_layout(const RowArgs& a, int64_t i0, float b, float* e
     fs[p] = fold_pair<MaxOp>(as, Q);
     fz[p] = fold_pair<MaxOp>(az, Q);
   }
-  BlockValue ms[NB], mz[NB];
+  BlockValue ms[MB], mz[MB];
   for (int k = 0; k < NB; ++k) {
     ms[k] = BlockValue(fold_block<MaxOp>(fs + 4 * k));
     mz[k] = BlockValue(fold_block<MaxOp>(fz + 4 * k));
   }
 
-  // The maxima in the rows' layout, then the exponentials in one flat loop over the NB * C vectors (the
-  // exp constants stay in registers; per-part loops this short would reload them).
-  for (int p = 0; p < 4 * NB; ++p) {
-    const PairValue m_s = ms[p / 4].pair(p % 4), m_z = mz[p / 4].pair(p % 4);
-    pair_loop(Q, [&](int j, auto part_) {
-      constexpr int part = decltype(part_)::v;
-      _mm256_store_ps(e_g + (p * Q + j) * 8, m_s.part[part]);
-      _mm256_store_ps(e_h + (p * Q + j) * 8, m_z.part[part]);
-    });
-  }
-  for (int v = 0; v < NB * C; ++v) {
-    const F8 z{_mm256_loadu_ps(Z + 8 * v)}, m_z{_mm256_load_ps(e_h + 8 * v)};
+  // The exponentials and t. With Q fixed, pair by pair, the maxima in registers; otherwise the maxima
+  // in the rows' layout first, then one flat loop over the NB * C vectors (the exp constants stay in
+  // registers; per-part loops this short, with Q read at run time, would reload them).
+  const auto exp_terms = [&](int v, F8 m_s, F8 m_z) {
+    const F8 z{_mm256_loadu_ps(Z + 8 * v)};
     const F8 ez = V::exp(z - m_z);
     F8 es, t;
-    R::kl_terms_of(F8{_mm256_loadu_ps(S + 8 * v)}, z, F8{_mm256_load_ps(e_g + 8 * v)}, m_z, ew1, es, t);
+    R::kl_terms_of(F8{_mm256_loadu_ps(S + 8 * v)}, z, m_s, m_z, ew1, es, t);
     _mm256_store_ps(e_z + 8 * v, ez.v);
     _mm256_store_ps(e_s + 8 * v, es.v);
     _mm256_store_ps(e_t + 8 * v, t.v);
+  };
+  if (FQ) {
+    for (int p = 0; p < 4 * NB; ++p) {
+      const PairValue m_s = ms[p / 4].pair(p % 4), m_z = mz[p / 4].pair(p % 4);
+      pair_loop(Q, [&](int j, auto part_) {
+        constexpr int part = decltype(part_)::v;
+        exp_terms(p * Q + j, F8{m_s.part[part]}, F8{m_z.part[part]});
+      });
+    }
+  } else {
+    for (int p = 0; p < 4 * NB; ++p) {
+      const PairValue m_s = ms[p / 4].pair(p % 4), m_z = mz[p / 4].pair(p % 4);
+      pair_loop(Q, [&](int j, auto part_) {
+        constexpr int part = decltype(part_)::v;
+        _mm256_store_ps(e_g + (p * Q + j) * 8, m_s.part[part]);
+        _mm256_store_ps(e_h + (p * Q + j) * 8, m_z.part[part]);
+      });
+    }
+    for (int v = 0; v < NB * C; ++v) exp_terms(v, F8{_mm256_load_ps(e_g + 8 * v)}, F8{_mm256_load_ps(e_h + 8 * v)});
   }
   // the sums over each row: es, ez, es t
-  __m256 fa[4 * NB];
+  __m256 fa[4 * MB];
   for (int p = 0; p < 4 * NB; ++p) {
     __m256 ss[3] = {AddOp::identity(), AddOp::identity(), AddOp::identity()};
     __m256 sz[3] = {AddOp::identity(), AddOp::identity(), AddOp::identity()};
@@ -159,7 +181,7 @@ inline void kl_block_rows_layout(const RowArgs& a, int64_t i0, float b, float* e
     fz[p] = fold_pair<AddOp>(sz, Q);
     fa[p] = fold_pair<AddOp>(sa, Q);
   }
-  BlockValue bs[NB], bq[NB], K[NB];
+  BlockValue bs[MB], bq[MB], K[MB];
   for (int k = 0; k < NB; ++k) {
     const R::KlRow r = R::kl_row(F8{fold_block<AddOp>(fs + 4 * k)}, F8{fold_block<AddOp>(fz + 4 * k)},
                                  F8{fold_block<AddOp>(fa + 4 * k)}, a.cfg.entropy_weight, true);
@@ -203,6 +225,23 @@ inline void kl_block_rows_layout(const RowArgs& a, int64_t i0, float b, float* e
     if (GZ)
       for (int v = 0; v < NB * C; ++v) _mm256_stream_ps(GZ + 8 * v, _mm256_load_ps(e_z + 8 * v));
   }
+}
+
+using KlRowsFn = void (*)(const RowArgs&, int64_t, int, float, float*);
+
+// The variant for kRowsLayoutBlocks blocks of a's C (kl_rows_layout_ok(a), so C is a positive multiple
+// of 4); fewer blocks, or C / 4 > kMaxFixedQ, take kl_blocks_rows_layout<0, 0>. (A plain table: no
+// standard C++ header is included in an instruction-set translation unit, see rows_impl.h.)
+inline KlRowsFn kl_rows_layout_fn(const RowArgs& a) {
+  constexpr int M = kRowsLayoutBlocks;
+  static constexpr KlRowsFn fixed[kMaxFixedQ] = {
+      &kl_blocks_rows_layout<M, 1>,  &kl_blocks_rows_layout<M, 2>,  &kl_blocks_rows_layout<M, 3>,
+      &kl_blocks_rows_layout<M, 4>,  &kl_blocks_rows_layout<M, 5>,  &kl_blocks_rows_layout<M, 6>,
+      &kl_blocks_rows_layout<M, 7>,  &kl_blocks_rows_layout<M, 8>,  &kl_blocks_rows_layout<M, 9>,
+      &kl_blocks_rows_layout<M, 10>, &kl_blocks_rows_layout<M, 11>, &kl_blocks_rows_layout<M, 12>,
+      &kl_blocks_rows_layout<M, 13>, &kl_blocks_rows_layout<M, 14>, &kl_blocks_rows_layout<M, 15>,
+      &kl_blocks_rows_layout<M, 16>};
+  return a.C / 4 <= kMaxFixedQ ? fixed[a.C / 4 - 1] : &kl_blocks_rows_layout<0, 0>;
 }
 
 }  // namespace ERDA_ISA

@@ -19,8 +19,7 @@ inline namespace ERDA_ISA {
 
 using V = Avx2Ops;
 constexpr int64_t kPrefetchRows = 16;  // rows ahead of the block being computed
-constexpr int kRowsLayoutBlocks = 4;   // blocks that kl_block_rows_layout takes at once, at most
-constexpr int64_t kRowsLayoutPrefetchRows = 64;  // the same for it (2-3% faster than 16 at N = 10^6)
+constexpr int64_t kRowsLayoutPrefetchRows = 64;  // the same for kl_blocks_rows_layout (2-3% faster than 16 at N = 10^6)
 
 // Labels of rows [i0, i0 + nrows) as lanes.
 inline RowLabels<V> block_labels(const RowArgs& a, int64_t i0, int nrows) {
@@ -76,6 +75,7 @@ void erda_blocks(const RowArgs& a, int64_t begin, int64_t end) {
   const float ew = a.cfg.entropy_weight;
   // (the loss alone is faster through the lanes layout, whose sums come with the exponentials)
   const bool rows_layout = DIST == kKL && sizeof(T) == 4 && (GS || GZ) && kl_rows_layout_ok(a);
+  const KlRowsFn kl_rows = rows_layout ? kl_rows_layout_fn(a) : nullptr;
   for (int64_t i0 = begin; i0 < end; i0 += 8) {
     const int nrows = end - i0 < 8 ? int(end - i0) : 8;
     if (i0 + kPrefetchRows + 8 <= end) {
@@ -84,17 +84,16 @@ void erda_blocks(const RowArgs& a, int64_t begin, int64_t end) {
     }
     const RowLabels<V> lab = block_labels(a, i0, nrows);
     if (rows_layout && nrows == 8 && !V::any(lab.labeled)) {  // then every row is in the ERDA set
-      // 1, 2 or 4 whole blocks with no labeled row: more at once overlap the latency of each pass's sums
+      // up to kRowsLayoutBlocks whole blocks with no labeled row: more at once overlap the latency of each
+      // pass's sums
       int nb = 1;
       while (nb < kRowsLayoutBlocks && i0 + 8 * (nb + 1) <= end && !V::any(block_labels(a, i0 + 8 * nb, 8).labeled)) ++nb;
-      nb = nb >= 4 ? 4 : nb >= 2 ? 2 : 1;
       for (int k = 0; k < nb && i0 + 8 * k + kRowsLayoutPrefetchRows + 8 <= end; ++k) {
         prefetch_block(S + (i0 + 8 * k + kRowsLayoutPrefetchRows) * C, C, C);
         prefetch_block(Z + (i0 + 8 * k + kRowsLayoutPrefetchRows) * C, C, C);
       }
-      if (nb == 4) kl_block_rows_layout<4>(a, i0, cb, ex);
-      else if (nb == 2) kl_block_rows_layout<2>(a, i0, cb, ex);
-      else kl_block_rows_layout<1>(a, i0, cb, ex);
+      if (nb == kRowsLayoutBlocks) kl_rows(a, i0, nb, cb, ex);
+      else kl_blocks_rows_layout<0, 0>(a, i0, nb, cb, ex);
       i0 += 8 * (nb - 1);
       continue;
     }
