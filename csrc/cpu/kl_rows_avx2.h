@@ -84,7 +84,7 @@ struct BlockValue {  // a per-row value in block order, ready for PairValue
 };
 
 inline bool kl_rows_layout_ok(const RowArgs& a) {
-  return a.dtype == kFloat32 && a.cfg.distance == kKL && a.C % 4 == 0 && a.s_row_stride == a.C &&
+  return a.dtype == kFloat32 && a.cfg.distance == kKL && a.C > 0 && a.C % 4 == 0 && a.s_row_stride == a.C &&
          a.z_row_stride == a.C;
 }
 

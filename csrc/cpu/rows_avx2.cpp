@@ -60,7 +60,7 @@ void erda_blocks(const RowArgs& a, int64_t begin, int64_t end) {
   float ca, cb;
   loss_scales(a.cfg, a.counts, ca, cb);
   const int C = a.C, cpad = (C + 7) / 8 * 8;
-  // lanes layout: 3 + kScratchPerClass vectors per class; kl_block_rows_layout<NB>: 5 * NB from ex on
+  // lanes layout: 3 + kScratchPerClass vectors per class; kl_blocks_rows_layout: 5 * kRowsLayoutBlocks from ex on
   Scratch<float> buf(size_t(3 + 5 * kRowsLayoutBlocks) * cpad * 8);
   if (!buf.p) return erda_range_scalar<T, DIST>(a, begin, end);
   float* st = buf.p;          // s of the block, lanes layout; then its gradient
