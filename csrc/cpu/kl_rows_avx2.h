@@ -16,9 +16,10 @@
 // 1 to kRowsLayoutBlocks blocks go through each pass together, so that the latency of one block's sums,
 // logs and divisions overlaps the others' work. The maths per element and per row is Rows<V, kKL>'s
 // (erda_row.h), on the same operations, so results match the lanes layout up to the order of the sums.
-// Q = C / 4 is a template argument for C <= 4 kMaxFixedQ (kl_rows_layout_fn): the loops over a pair's
-// vectors then unroll and their accumulators stay in registers, which at C = 20 takes about a tenth off
-// the kernel's time; any other C runs the same code with Q read at run time.
+// For groups of kRowsLayoutBlocks blocks with C <= 4 kMaxFixedQ, Q = C / 4 is a template argument
+// (kl_rows_layout_fn): the loops over a pair's vectors then unroll and their accumulators stay in
+// registers, which at C = 20 takes about a tenth off the kernel's time; shorter groups and larger C run
+// the same code with the block count and Q read at run time.
 #pragma once
 #include "vec_avx2.h"
 
