@@ -419,3 +419,27 @@ def test_rows_layout_streamed_and_loss_only(cap, with_labels):
     with torch.no_grad():
         loss = ops.erda_loss(s, z, labels, reduction="none")
     torch.testing.assert_close(loss.double(), reference64(s, z, labels, reduction="none")[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("erda_points", ["unlabeled", "all"])
+def test_sum_of_per_point_values_hands_the_forward_gradients_on(erda_points):
+    """`erda_loss(..., reduction="none").sum().backward()` (one op call giving the loss and its per-point
+    terms) gives exactly the gradients of reduction="sum", with no N x C pass in the backward."""
+    g = torch.Generator().manual_seed(3)
+    n, c = 300, 20
+    s0, z0 = torch.randn(n, c, generator=g), torch.randn(n, c, generator=g)
+    labels = torch.full((n,), -1, dtype=torch.long)
+    labels[::7] = torch.randint(0, c, (len(labels[::7]),), generator=g)
+    grads = {}
+    for reduction in ("sum", "none"):
+        s, z = s0.clone().requires_grad_(True), z0.clone().requires_grad_(True)
+        out = ops.erda_loss(s, z, labels, erda_weight=0.3, ce_weight=2.0, erda_points=erda_points,
+                            reduction=reduction)
+        total = out.sum() if reduction == "none" else out
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            total.backward()
+        if reduction == "none":
+            assert not [e.key for e in prof.key_averages() if e.key in ("aten::mul", "aten::mul_")]
+        grads[reduction] = (s.grad, z.grad, total.detach())
+    assert torch.equal(grads["sum"][0], grads["none"][0]) and torch.equal(grads["sum"][1], grads["none"][1])
+    torch.testing.assert_close(grads["none"][2], grads["sum"][2], rtol=1e-6, atol=0)

@@ -14,12 +14,9 @@ from ._checks import check_erda_args
 try:
     from .. import _C  # noqa: F401  (loads the library: registers torch.ops.erda_sparse)
 except ImportError as exc:  # pragma: no cover - depends on how the package was installed
-    raise ImportError(
-        "erda_sparse's native kernels (erda_sparse._C) are not built or not importable: "
-        f"{exc}. Build them with `pip install --no-build-isolation .` (or `bash scripts/install.sh`) "
-        "and import erda_sparse from the installed package, not from a source checkout without a build "
-        "(`pip install --no-build-isolation -e .` builds in place)."
-    ) from exc
+    from ._install import import_error_advice
+
+    raise ImportError(import_error_advice(exc)) from exc
 
 _op = torch.ops.erda_sparse.erda_loss
 
@@ -42,13 +39,16 @@ def _setup_context(ctx, inputs, output):
 
 
 def _exactly_one(grad):
-    """True when grad is a real (not traced) single value equal to 1: the gradients computed in the forward
-    are then the answer as they are."""
+    """True when grad is a real (not traced) 1: a single value, or, for reduction="none", one value expanded
+    over the rows (what `values.sum().backward()` hands back). The gradients computed in the forward are then
+    the answer as they are, so summing the per-point values costs no N x C pass."""
     if type(grad) is not torch.Tensor or torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
         return False
-    if grad.numel() != 1 or (grad.is_cuda and torch.cuda.is_current_stream_capturing()):
+    if grad.is_cuda and torch.cuda.is_current_stream_capturing():
         return False
-    return bool(grad == 1)
+    if grad.numel() == 1:
+        return bool(grad.reshape(()) == 1)
+    return grad.dim() == 1 and grad.numel() > 1 and grad.stride(0) == 0 and bool(grad[0] == 1)
 
 
 def _backward(ctx, grad_loss, _grad_gs, _grad_gz):
