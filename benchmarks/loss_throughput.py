@@ -14,7 +14,7 @@ Peak extra memory of each variant beyond its inputs: CUDA from torch.cuda.max_me
 from PyTorch's allocation records (torch.profiler, profile_memory=True).
 
     python benchmarks/loss_throughput.py                  # CPU sweep, table on stdout
-    python benchmarks/loss_throughput.py --quick          # a few seconds
+    python benchmarks/loss_throughput.py --quick          # a few seconds (fused and eager; --compile adds compile)
     python benchmarks/loss_throughput.py --device cuda --large --json cuda.json
 """
 import argparse
@@ -197,7 +197,10 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's default)")
-    p.add_argument("--quick", action="store_true", help="tiny sweep, a few seconds (smoke test)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sweep of the fused op and eager, a few seconds (smoke test; torch.compile is left out "
+                   "unless --compile: compiling the reference takes 10-40 s the first time)")
+    p.add_argument("--compile", action="store_true", help="with --quick: time torch.compile too")
     p.add_argument("--large", action="store_true", help="add N = 4e6 to the sweep")
     p.add_argument("--sizes", type=str, default=None, help="comma-separated N values (default 1e4,1e5,1e6)")
     p.add_argument("--classes", type=str, default="13,20,40")
@@ -230,6 +233,7 @@ def main(argv=None):
 
     if args.quick:
         sizes, classes, repeats, warmup, budget = [2000, 20000], [20], 3, 1, 0.05
+        args.no_compile = args.no_compile or not args.compile
     else:
         sizes = [int(float(x)) for x in args.sizes.split(",")] if args.sizes else [10_000, 100_000, 1_000_000]
         if args.large:

@@ -6,6 +6,8 @@ import tempfile
 
 import torch
 
+from .errors import ErdaError
+
 
 def save(state, path):
     d = os.path.dirname(os.path.abspath(path))
@@ -28,8 +30,8 @@ def save(state, path):
         raise
 
 
-class CheckpointError(RuntimeError):
-    pass
+class CheckpointError(ErdaError, RuntimeError):
+    """A checkpoint that is missing, unreadable, not one of ours, or not for this run."""
 
 
 def load(path, map_location="cpu"):
@@ -39,6 +41,23 @@ def load(path, map_location="cpu"):
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
+
+
+RUN_CONFIG_KEYS = ("model", "voxel_size", "num_classes")
+
+
+def load_run_checkpoint(path, map_location="cpu"):
+    """A checkpoint of an erda_sparse run (a ckpt-<step>.pt or best.pt): CheckpointError naming the file when
+    it is missing, unreadable or some other torch file."""
+    state = load(path, map_location)
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or not isinstance(
+            state.get("config"), dict):
+        raise CheckpointError(f"{path}: not an erda_sparse checkpoint (no model weights with a run config; "
+                              "expected a run's best.pt or ckpt-<step>.pt)")
+    missing = [k for k in RUN_CONFIG_KEYS if k not in state["config"]]
+    if missing:
+        raise CheckpointError(f"{path}: not an erda_sparse checkpoint (its config lacks {', '.join(missing)})")
+    return state
 
 
 def step_path(out_dir, step):
@@ -59,7 +78,7 @@ def latest(out_dir, map_location="cpu", report=print):
     paths = listed(out_dir)
     for path in paths:
         try:
-            return path, load(path, map_location)
+            return path, load_run_checkpoint(path, map_location)
         except CheckpointError as exc:
             report(f"warning: {exc}; trying the previous checkpoint")
     raise CheckpointError(f"{out_dir}: no readable checkpoint to resume from"

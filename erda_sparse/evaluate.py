@@ -1,7 +1,6 @@
 """`python -m erda_sparse.evaluate --ckpt F [--data-root DIR] [--split val]`: evaluates a checkpoint at full
 resolution (voxel logits mapped back to every original point), prints the per-class IoU table, writes the
 metrics as JSON and each scene's prediction as a PLY coloured with the ScanNet benchmark palette."""
-import argparse
 import json
 import os
 import sys
@@ -9,7 +8,9 @@ import sys
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, load
+from . import cli
+from .checkpoint import CheckpointError, load_run_checkpoint
+from .errors import UsageError
 from .data import cache, scannet
 from .metrics import scores, table
 from .models import minkunet
@@ -29,10 +30,15 @@ def write_prediction_ply(path, scene, pred):
 
 
 def main(argv=None):
+    """The command line: 0 when the evaluation ends, else the status of a one-line `error: ...`."""
+    return cli.run(run, argv)
+
+
+def run(argv=None):
     from .train import evaluate
 
-    p = argparse.ArgumentParser(prog="python -m erda_sparse.evaluate", description=__doc__)
-    p.add_argument("--ckpt", required=True)
+    p = cli.Parser(prog="python -m erda_sparse.evaluate", description=__doc__)
+    p.add_argument("--ckpt", required=True, help="a run's best.pt or ckpt-<step>.pt")
     p.add_argument("--data-root", default=None, help="default: the data root the checkpoint was trained on")
     p.add_argument("--split", default="val", choices=("train", "val"))
     p.add_argument("--out", default=None, help="default: <checkpoint folder>/eval-<split>")
@@ -40,18 +46,25 @@ def main(argv=None):
     p.add_argument("--no-ply", action="store_true", help="skip writing the prediction PLYs")
     args = p.parse_args(argv)
     try:
-        state = load(args.ckpt)
+        state = load_run_checkpoint(args.ckpt)
     except CheckpointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CheckpointError(f"--ckpt {exc}") from None
     cfg = state["config"]
-    root = args.data_root or cfg["data_root"]
-    if not scannet.is_scannet_root(root):
-        print(f"error: {root}: not a ScanNet v2 folder (scans/ and split lists)", file=sys.stderr)
-        return 2
+    root, flag = (args.data_root, "--data-root") if args.data_root else (cfg.get("data_root"), "the checkpoint's data root")
+    problem = scannet.root_problem(root, (args.split,)) if root else "none recorded in the checkpoint"
+    if problem:
+        raise UsageError(f"{flag} {root}: not a ScanNet v2 folder: {problem}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available to this process (use --device cpu)")
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), f"eval-{args.split}")
+    cli.writable_folder(out, "--out")
     device = torch.device(args.device)
     model = minkunet.build(cfg["model"], 6 if cfg.get("with_xyz") else 3, cfg["num_classes"]).to(device)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise CheckpointError(f"--ckpt {args.ckpt}: its weights do not fit a {cfg['model']} ({first})") from None
     cache_dir, by_split = cache.prepare(root, (args.split,), progress=False)
     scenes = [cache.load(cache_dir, s) for s in by_split[args.split]]
     cm, preds = evaluate(model, scenes, cfg["voxel_size"], device, cfg.get("with_xyz", False), cfg["num_classes"],
@@ -59,8 +72,6 @@ def main(argv=None):
     sc = scores(cm)
     print(f"{args.ckpt} on the {args.split} split of {root} ({len(scenes)} scenes)")
     print(table(sc, scannet.CLASS_NAMES))
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), f"eval-{args.split}")
-    os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump({"checkpoint": os.path.abspath(args.ckpt), "data_root": root, "split": args.split,
                    "class_names": list(scannet.CLASS_NAMES), "confusion": cm.tolist(), **sc}, f, indent=1)
@@ -68,7 +79,6 @@ def main(argv=None):
         for s in scenes:
             write_prediction_ply(os.path.join(out, f"{s.name}_pred.ply"), s, preds[s.name])
     print(f"metrics and {'no ' if args.no_ply else ''}prediction PLYs in {out}")
-    return 0
 
 
 if __name__ == "__main__":

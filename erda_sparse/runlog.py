@@ -10,6 +10,7 @@ class RunLog:
         self.out_dir = out_dir
         self.enabled = enabled
         self.path = os.path.join(out_dir, "metrics.jsonl")
+        self.plot_missing = "not drawn yet"  # why curves.png is not there, when it is not
         self.writer = None
         if enabled:
             try:
@@ -45,7 +46,8 @@ class RunLog:
 
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
-        except Exception:
+        except Exception as exc:
+            self.plot_missing = f"matplotlib cannot be imported ({exc}); `pip install matplotlib` draws it"
             return None
         rec = self.records()
         tr = [r for r in rec if r["kind"] == "train_epoch"]

@@ -10,26 +10,36 @@ ERDA paper): MinkUNet34C, 2 cm voxels, SGD with momentum 0.9 and Nesterov, learn
 scenes). On the synthetic rooms the defaults are sized for a 2-core CPU: MinkUNet14A, 5 cm voxels,
 batch 2, 20 epochs over 12 rooms.
 """
+import os
+import sys
+
+if __name__ == "__main__":  # --threads must reach OpenMP before it starts, which is when torch is imported
+    from .threads import preset_environment
+
+    preset_environment(sys.argv[1:])
+
 import argparse
 import json
-import os
+import math
 import random
 import signal
-import sys
 import time
 
 import numpy as np
 import torch
 
+from . import cli
 from . import distributed as ddp
 from . import ops
-from .checkpoint import CheckpointError, latest, prune, save, step_path
+from .checkpoint import CheckpointError, latest, listed, prune, save, step_path
+from .errors import TrainingError, UsageError
 from .data import IGNORE_LABEL, cache, scannet, synthetic, weak_labels
 from .data.loader import VoxelScenes, collate, make_loader
 from .metrics import confusion, scores, table
 from .models import minkunet
 from .models.pseudo_head import PseudoLabelHead
 from .runlog import RunLog
+from .threads import set_threads
 
 RECIPES = {
     "scannet": dict(model="MinkUNet34C", voxel_size=0.02, epochs=300, batch_size=8, lr=0.1, eval_every=10),
@@ -40,81 +50,121 @@ MOMENTUM, WEIGHT_DECAY, POLY_POWER = 0.9, 1e-4, 0.9
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m erda_sparse.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.Parser(prog="python -m erda_sparse.train", description=__doc__,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    pos_int, pos_float, nonneg_float = cli.positive_int, cli.positive_float, cli.nonnegative_float
     p.add_argument("--scannet", action="store_true", help="train on ScanNet v2 semantic segmentation (20 classes)")
-    p.add_argument("--data-root", default=None, help="ScanNet v2 raw folder (default: $SCANNET_ROOT, ./data/scannet)")
+    p.add_argument("--data-root", default=None,
+                   help="ScanNet v2 raw folder (default: $SCANNET_ROOT, else ./data/scannet, else synthetic rooms)")
     lab = p.add_mutually_exclusive_group()
-    lab.add_argument("--label-ratio", type=float, default=None, help="labels kept per scene and class (default 0.01)")
-    lab.add_argument("--labels-per-scene", type=int, default=None)
-    lab.add_argument("--labels-per-class", type=int, default=None)
-    lab.add_argument("--full-labels", action="store_true")
-    p.add_argument("--label-file", default=None, help="reuse the labeled points of an earlier run")
+    lab.add_argument("--label-ratio", type=cli.finite_float(0.0, high=1.0), default=None,
+                     help="share of each scene's points labeled, per class, in (0, 1] (default 0.01)")
+    lab.add_argument("--labels-per-scene", type=pos_int, default=None, help="N labeled points per scene")
+    lab.add_argument("--labels-per-class", type=pos_int, default=None, help="N labeled points per scene and class")
+    lab.add_argument("--full-labels", action="store_true", help="every annotated point labeled")
+    p.add_argument("--label-file", default=None, help="reuse the labeled points of an earlier run (its labels.npz)")
     p.add_argument("--model", default=None, choices=sorted(minkunet.FAMILY))
-    p.add_argument("--voxel-size", type=float, default=None)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--voxel-size", type=pos_float, default=None, help="voxel edge in metres")
+    p.add_argument("--epochs", type=pos_int, default=None)
+    p.add_argument("--batch-size", type=pos_int, default=None, help="scenes per step (per process)")
+    p.add_argument("--lr", type=pos_float, default=None, help="peak learning rate")
+    p.add_argument("--workers", type=cli.nonnegative_int, default=0, help="data loader processes")
+    p.add_argument("--seed", type=cli.nonnegative_int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
-    p.add_argument("--out", default=None, help="run folder (default runs/<data>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--eval-every", type=int, default=None, help="validate every K epochs (and at the end)")
+    p.add_argument("--out", default=None, help="run folder (default runs/<data>-<time>); must not hold another "
+                   "run unless --resume")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    p.add_argument("--eval-every", type=pos_int, default=None, help="validate every K epochs (and at the end)")
     p.add_argument("--loss", default="erda", choices=("erda", "ce"))
     p.add_argument("--distance", default="kl", choices=ops.DISTANCES)
-    p.add_argument("--entropy-weight", type=float, default=1.0)
-    p.add_argument("--erda-weight", type=float, default=0.1)
+    p.add_argument("--entropy-weight", type=nonneg_float, default=1.0)
+    p.add_argument("--erda-weight", type=nonneg_float, default=0.1)
     p.add_argument("--erda-points", default="unlabeled", choices=ops.ERDA_POINTS)
     p.add_argument("--detach-pseudo", action="store_true")
     p.add_argument("--with-xyz", action="store_true", help="add voxel coordinates to the colour features")
-    p.add_argument("--ckpt-every", type=int, default=None, help="checkpoint every K steps too (default: epoch ends only)")
-    p.add_argument("--keep", type=int, default=3, help="step checkpoints kept (newest first)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads per process (1 makes CPU runs bit-exact)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps (smoke runs)")
+    p.add_argument("--ckpt-every", type=pos_int, default=None,
+                   help="checkpoint every K steps too (default: epoch ends only)")
+    p.add_argument("--keep", type=pos_int, default=3,
+                   help="step checkpoints kept, newest first (each holds model and optimizer state: 64 MB for "
+                   "MinkUNet14A, about 300 MB for MinkUNet34C); best.pt is kept besides")
+    p.add_argument("--threads", type=pos_int, default=None,
+                   help="CPU threads of every thread pool in the process (1 makes CPU runs bit-exact)")
+    p.add_argument("--max-steps", type=pos_int, default=None, help="stop after this many optimizer steps")
     p.add_argument("--dump-rank-state", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--synthetic-rooms", type=int, default=SYNTHETIC_ROOMS, help=argparse.SUPPRESS)
+    p.add_argument("--synthetic-rooms", type=cli.int_at_least(2), default=SYNTHETIC_ROOMS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if not args.scannet:
         p.error("the task flag is required: --scannet (ScanNet v2 semantic segmentation)")
+    if args.resume and not args.out:
+        p.error("--resume needs --out RUN, the folder of the run to continue")
     return args
 
 
+def holds_a_run(folder):
+    """Whether `folder` holds (part of) an earlier run: its config, labels, checkpoints."""
+    return os.path.isdir(folder) and (bool(listed(folder)) or any(
+        os.path.exists(os.path.join(folder, n)) for n in ("config.json", "best.pt", "metrics.jsonl")))
+
+
+def check_out(args, lead=True):
+    """--out, before any work: not a file, writable, holding no earlier run unless --resume, whose newest
+    readable checkpoint it then returns as (path, state). Only the lead process judges the folder (the
+    others would see what it writes)."""
+    if args.resume:
+        if not os.path.isdir(args.out):
+            raise UsageError(f"--resume: --out {args.out} does not exist")
+        try:
+            return latest(args.out, report=print if lead else (lambda *a: None))
+        except CheckpointError as exc:
+            raise CheckpointError(f"--resume: {exc}") from None
+    if lead and args.out is not None:
+        if holds_a_run(args.out):
+            raise UsageError(f"--out {args.out}: holds an earlier run (config, checkpoints or logs); pass --resume "
+                             "to continue it, or choose another folder (nothing in it was changed)")
+        cli.writable_folder(args.out, "--out")
+    return None
+
+
 def find_data(args):
-    """(root, kind): the first of --data-root, $SCANNET_ROOT, ./data/scannet that holds ScanNet v2, else
-    synthetic rooms (written once under the cache folder) after saying so."""
-    candidates = [("--data-root", args.data_root), ("$SCANNET_ROOT", os.environ.get("SCANNET_ROOT")),
-                  ("default", os.path.join(".", "data", "scannet"))]
-    for _, root in candidates:
-        if root and scannet.is_scannet_root(root):
+    """(root, kind): --data-root, else $SCANNET_ROOT, else ./data/scannet when it holds ScanNet v2, else
+    synthetic rooms (written once under the cache folder) after saying so. A path given by flag or variable
+    that is not a ScanNet folder is an error saying what is missing in it."""
+    for name, root in (("--data-root", args.data_root), ("$SCANNET_ROOT", os.environ.get("SCANNET_ROOT"))):
+        if root:
+            problem = scannet.root_problem(root)
+            if problem:
+                raise UsageError(f"{name} {root}: not a ScanNet v2 folder: {problem}")
             return os.path.abspath(root), "scannet"
-    looked = "; ".join(f"{name} = {root}" for name, root in candidates if root)
+    default = os.path.join(".", "data", "scannet")
+    if scannet.is_scannet_root(default):
+        return os.path.abspath(default), "scannet"
     root = os.path.join(cache.cache_base(), f"synthetic-rooms-{args.synthetic_rooms}")
     print(
-        f"No ScanNet v2 data found (looked at {looked}: a ScanNet folder holds scans/<scene>/<scene>_vh_clean_2.ply, "
-        "<scene>_vh_clean_2.labels.ply and scannetv2_train.txt / scannetv2_val.txt). To train on ScanNet, request "
-        "it at http://www.scan-net.org (its terms of use apply), download the v2 scans with their "
-        "_vh_clean_2.ply and _vh_clean_2.labels.ply files and the split lists, and pass --data-root or set "
-        f"$SCANNET_ROOT. Training on {args.synthetic_rooms} synthetic rooms in the same layout instead ({root}).",
-        flush=True)
+        f"No ScanNet v2 data found (no --data-root, no $SCANNET_ROOT, nothing at {default}: a ScanNet folder holds "
+        "scans/<scene>/<scene>_vh_clean_2.ply, <scene>_vh_clean_2.labels.ply and scannetv2_train.txt / "
+        "scannetv2_val.txt). To train on ScanNet, request it at http://www.scan-net.org (its terms of use apply), "
+        "download the v2 scans with their _vh_clean_2.ply and _vh_clean_2.labels.ply files and the split lists, "
+        f"and pass --data-root or set $SCANNET_ROOT. Training on {args.synthetic_rooms} synthetic rooms in the same "
+        f"layout instead ({root}).", flush=True)
     if not scannet.is_scannet_root(root):
         synthetic.write_dataset(root, rooms=args.synthetic_rooms, seed=0)
     return root, "synthetic"
 
 
-def choose_labels(args, train_scenes, out_dir):
-    """The weak labels of the run: loaded from --label-file or chosen by the protocol, and saved."""
+def choose_labels(args, train_scenes, out_dir, preloaded=None):
+    """The weak labels of the run: loaded from --label-file (or `preloaded`, what it held) or chosen by the
+    protocol, and saved."""
     labels = {s.name: s.labels for s in train_scenes}
     path = os.path.join(out_dir, "labels.npz")
     if args.label_file:
-        chosen, meta = weak_labels.load(args.label_file)
+        chosen, meta = preloaded or weak_labels.load(args.label_file)
         weak_labels.check_against(args.label_file, chosen, labels)
     else:
         if args.full_labels:
             protocol, value = "full", None
-        elif args.labels_per_scene:
+        elif args.labels_per_scene is not None:
             protocol, value = "per_scene", args.labels_per_scene
-        elif args.labels_per_class:
+        elif args.labels_per_class is not None:
             protocol, value = "per_class", args.labels_per_class
         else:
             protocol, value = "ratio", args.label_ratio if args.label_ratio is not None else 0.01
@@ -191,12 +241,20 @@ def set_rng_state(state):
 
 
 def main(argv=None):
+    """The command line: 0 when the run ends, else the status of a one-line `error: ...`."""
+    return cli.run(train, argv)
+
+
+def train(argv=None):
+    """Trains as the command-line flags say; returns {"best_miou", "out"}. Every flag, path and file is checked
+    before any work: bad ones raise the project's errors (UsageError, ScanNetError, WeakLabelError,
+    CheckpointError), each naming the flag or file."""
     args = parse_args(argv)
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: no CUDA device is available")
+        raise UsageError("--device cuda: no CUDA device is available to this process (use --device cpu)")
     rank, world, local_rank = ddp.setup(device.type)
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
@@ -206,12 +264,19 @@ def main(argv=None):
     np.random.seed(args.seed)
     random.seed(args.seed)
     try:
-        return _run(args, device, rank, world, lead, say)
+        resume = check_out(args, lead)
+        preloaded = None
+        if args.label_file:
+            try:
+                preloaded = weak_labels.load(args.label_file)
+            except weak_labels.WeakLabelError as exc:
+                raise weak_labels.WeakLabelError(f"--label-file {exc}") from None
+        return _run(args, device, rank, world, lead, say, resume, preloaded)
     finally:
         ddp.cleanup()
 
 
-def _run(args, device, rank, world, lead, say):
+def _run(args, device, rank, world, lead, say, resume, preloaded):
     if lead:
         root, kind = find_data(args)
     if ddp.active():  # rank 0 decides (and writes synthetic rooms if needed); the others follow
@@ -227,8 +292,8 @@ def _run(args, device, rank, world, lead, say):
         box = [out_dir]
         torch.distributed.broadcast_object_list(box, src=0)
         out_dir = box[0]
-    os.makedirs(out_dir, exist_ok=True)
-
+    if lead:
+        cli.writable_folder(out_dir, "--out")
     if lead:
         cache.prepare(root, ("train", "val"), progress=sys.stdout.isatty())
     if ddp.active():
@@ -239,19 +304,21 @@ def _run(args, device, rank, world, lead, say):
     best_path = os.path.join(out_dir, "best.pt")
 
     resume_state = None
-    if args.resume:
-        ckpt_path, resume_state = latest(out_dir, report=say)
+    if resume is not None:
+        ckpt_path, resume_state = resume
         old = resume_state["config"]
-        for key, mine in (("data_root", root), ("model", args.model)):
-            if old[key] != mine:
-                raise CheckpointError(f"{ckpt_path}: --resume with {key} {mine!r}, but the run used {old[key]!r}")
+        for key, flag, mine in (("data_root", "--data-root", root), ("model", "--model", args.model)):
+            if old.get(key) != mine:
+                raise CheckpointError(f"{ckpt_path}: --resume with {key} {mine!r}, but the run used {old.get(key)!r} "
+                                      f"(drop {flag} or start a new run in another --out)")
         if args.label_file and os.path.abspath(args.label_file) != os.path.abspath(old["label_file"]):
             raise CheckpointError(f"{ckpt_path}: --resume with --label-file {args.label_file!r}, but the run used "
                                   f"{old['label_file']!r}")
         args.label_file = old["label_file"]
+        preloaded = None
 
     if lead:
-        chosen, label_meta, label_path = choose_labels(args, train_scenes, out_dir)
+        chosen, label_meta, label_path = choose_labels(args, train_scenes, out_dir, preloaded)
     if ddp.active():
         torch.distributed.barrier()
     if not lead:
@@ -305,6 +372,11 @@ def _run(args, device, rank, world, lead, say):
         """epoch: the epoch in progress (or the next one, batch 0, at an epoch end)."""
         if not lead:
             return None
+        bad = [name for name, t in net.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:
+            raise TrainingError(f"step {step}: non-finite values in {bad[0]}" + (f" and {len(bad) - 1} more tensors"
+                                if len(bad) > 1 else "") + "; no checkpoint written, the newest good one is kept in "
+                                f"{out_dir} (a lower --lr may help)")
         state = {"model": net.model.state_dict(), "head": net.head.state_dict() if head is not None else None,
                  "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch, "batch": batch,
                  "step": step, "best_miou": best, "config": config, "rng": rng_state()}
@@ -315,6 +387,7 @@ def _run(args, device, rank, world, lead, say):
 
     from tqdm import tqdm
 
+    curves = None
     dnet.train()
     exit_signal = None
     done = False
@@ -347,6 +420,12 @@ def _run(args, device, rank, world, lead, say):
                 loss = ops.erda_loss(s, z, labels, distance=args.distance, entropy_weight=args.entropy_weight,
                                      erda_weight=args.erda_weight * world / n_set, ce_weight=world / n_lab,
                                      erda_points=args.erda_points, detach_pseudo=args.detach_pseudo, reduction="sum")
+            total = ddp.all_reduce(loss.detach().cpu()).item() / world
+            if not math.isfinite(total):
+                raise TrainingError(
+                    f"step {step + 1} (epoch {epoch + 1}, batch {i + 1}): the training loss is {total}; the run "
+                    f"stopped before this step changed anything, and the newest good checkpoint is kept in {out_dir} "
+                    "(a lower --lr may help)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -360,7 +439,6 @@ def _run(args, device, rank, world, lead, say):
             step += 1
             n_batches += 1
             points += len(batch["coords"])
-            total = ddp.all_reduce(loss.detach().cpu()).item() / world
             sums["loss"] += total
             sums["ce"] += ce
             sums["erda"] += er
@@ -399,7 +477,7 @@ def _run(args, device, rank, world, lead, say):
         state = checkpoint(epoch + 1, 0)
         if improved is not None and lead:
             save({**state, "scores": improved}, best_path)
-        log.plot()
+        curves = log.plot()
         if done:
             break
     if args.dump_rank_state:
@@ -409,9 +487,10 @@ def _run(args, device, rank, world, lead, say):
     log.close()
     if exit_signal:
         sys.exit(128 + int(exit_signal))
-    say(f"done: best validation mIoU {100 * best:.2f}% ({best_path}); curves in {os.path.join(out_dir, 'curves.png')}")
+    say(f"done: best validation mIoU {100 * best:.2f}% ({best_path}); "
+        + (f"curves in {curves}" if curves else f"no curves.png: {log.plot_missing}"))
     return {"best_miou": best, "out": out_dir}
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -56,7 +56,9 @@ if ! "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('Mi
   CFLAGS="${CFLAGS:--g0}" "$PY" -m pip install --no-build-isolation --no-deps "${ME_OPTS[@]}" minkowskiengine==0.5.4
 fi
 
-# 5. This package: builds the fused loss kernels (CPU always; CUDA when torch and nvcc allow).
-step "erda_sparse (pip install .)"
-"$PY" -m pip install --no-build-isolation --no-deps .
+# 5. This package, in editable mode: its kernels (CPU always; CUDA when torch and nvcc allow) are built into
+#    this checkout's erda_sparse/, so `python -m erda_sparse...` works from the checkout's root (where Python
+#    finds ./erda_sparse first) and from any other folder alike, and edits to the Python files take effect.
+step "erda_sparse (pip install -e ., builds the kernels in place)"
+"$PY" -m pip install --no-build-isolation --no-deps -e .
 echo; echo "== done"

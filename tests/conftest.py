@@ -1,15 +1,12 @@
 import os
 import pathlib
-import sys
 
 import pytest
 
+# The tests import erda_sparse as a user does: scripts/install.sh installs this checkout in editable mode, so
+# the package is this source tree with its kernels built in place (tests/test_cli.py runs the README's
+# commands from the repository root to keep it so).
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-# Test the installed package (`pip install .`), not the source tree that `python -m pytest` puts first on
-# sys.path: the source tree has no compiled kernels unless it was built in place (`pip install -e .`,
-# which the editable finder still resolves without this entry).
-sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != REPO]
 SCANNET_SAMPLE = pathlib.Path(
     os.environ.get("ERDA_SCANNET_SAMPLE", REPO.parent / "shared" / "data" / "scannet-real-sample")
 )

@@ -12,7 +12,7 @@ import torch
 from plyfile import PlyData
 
 from erda_sparse import train
-from erda_sparse.checkpoint import latest, listed
+from erda_sparse.checkpoint import CheckpointError, latest, listed
 from erda_sparse.metrics import confusion, scores
 from erda_sparse.models import minkunet
 from erda_sparse.models.pseudo_head import PseudoLabelHead
@@ -80,8 +80,8 @@ def test_resume_continues_and_refuses_another_model(env):
     train.main(base + ["--epochs", "2", "--resume"])
     second = latest(str(out))[1]
     assert (first["epoch"], second["epoch"]) == (1, 2) and second["step"] == 2 * first["step"]
-    with pytest.raises(Exception, match="--resume with model 'MinkUNet14B'"):
-        train.main(base + ["--epochs", "3", "--resume", "--model", "MinkUNet14B"])
+    with pytest.raises(CheckpointError, match="--resume with model 'MinkUNet14B'"):
+        train.train(base + ["--epochs", "3", "--resume", "--model", "MinkUNet14B"])
 
 
 def test_real_scannet_sample_trains_and_evaluates(env, scannet_sample):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ErdaError
 from . import IGNORE_LABEL
 
 NYU40_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39)
@@ -32,7 +33,7 @@ _LUT = np.full(65536, IGNORE_LABEL, dtype=np.int16)
 _LUT[list(NYU40_IDS)] = np.arange(NUM_CLASSES, dtype=np.int16)
 
 
-class ScanNetError(ValueError):
+class ScanNetError(ErdaError, ValueError):
     """Bad or missing ScanNet data; the message names the file and the problem."""
 
 
@@ -69,10 +70,23 @@ def split_path(root, split):
     return os.path.join(root, f"scannetv2_{split}.txt")
 
 
-def is_scannet_root(root):
-    """Whether `root` looks like a ScanNet v2 raw folder (a scans/ folder and a train or val split list)."""
-    return bool(root) and os.path.isdir(os.path.join(root, "scans")) and any(
-        os.path.isfile(split_path(root, s)) for s in ("train", "val"))
+def root_problem(root, splits=("train", "val")):
+    """What keeps `root` from being a ScanNet v2 raw folder with these splits, in words; None when nothing."""
+    if not os.path.exists(root):
+        return "no such folder"
+    if not os.path.isdir(root):
+        return "not a folder"
+    missing = [] if os.path.isdir(os.path.join(root, "scans")) else ["scans/"]
+    missing += [os.path.basename(split_path(root, s)) for s in splits if not os.path.isfile(split_path(root, s))]
+    if missing:
+        return f"it has no {', no '.join(missing)} (a ScanNet v2 folder holds scans/<scene>/<scene>_vh_clean_2.ply " \
+               "and _vh_clean_2.labels.ply, and the split lists scannetv2_<split>.txt)"
+    return None
+
+
+def is_scannet_root(root, splits=("train", "val")):
+    """Whether `root` is a ScanNet v2 raw folder: a scans/ folder and the split lists of `splits`."""
+    return bool(root) and root_problem(root, splits) is None
 
 
 def read_split(root, split):

@@ -16,13 +16,14 @@ import zlib
 
 import numpy as np
 
+from ..errors import ErdaError
 from . import IGNORE_LABEL
 
 PROTOCOLS = ("ratio", "per_class", "per_scene", "full")
 
 
-class WeakLabelError(ValueError):
-    pass
+class WeakLabelError(ErdaError, ValueError):
+    """A bad weak-label protocol or label file; the message names the file."""
 
 
 def _check(protocol, value):
@@ -87,17 +88,34 @@ def save(path, chosen, protocol, value, seed):
         raise
 
 
+NOT_A_LABEL_FILE = "not a weak-label file (expected the labels.npz that a run writes, as --label-file takes)"
+
+
 def load(path):
-    """(chosen indices by scene, metadata dict)."""
+    """(chosen indices by scene, metadata dict). WeakLabelError naming the file when it is missing or is not
+    a label file written by `save`."""
+    if not os.path.isfile(path):
+        raise WeakLabelError(f"{path}: label file not found")
     try:
-        with np.load(path) as f:
+        archive = np.load(path, allow_pickle=False)
+    except Exception:  # a pickle, a torch file, text, ...: np.load's own reasons mislead
+        raise WeakLabelError(f"{path}: {NOT_A_LABEL_FILE}") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise WeakLabelError(f"{path}: a single .npy array, {NOT_A_LABEL_FILE}")
+    with archive as f:
+        if "__meta__" not in f.files:
+            raise WeakLabelError(f"{path}: an archive without the __meta__ entry, {NOT_A_LABEL_FILE}")
+        try:
             meta = json.loads(str(f["__meta__"]))
-            chosen = {k[len("scene/"):]: f[k].astype(np.int64) for k in f.files if k.startswith("scene/")}
-    except FileNotFoundError:
-        raise WeakLabelError(f"{path}: label file not found") from None
-    except Exception as exc:
-        raise WeakLabelError(f"{path}: not a weak-label file ({type(exc).__name__}: {exc})") from exc
-    return chosen, meta
+            chosen = {k[len("scene/"):]: f[k] for k in f.files if k.startswith("scene/")}
+        except Exception as exc:
+            raise WeakLabelError(f"{path}: damaged label file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(meta, dict) or not {"protocol", "value", "seed"} <= set(meta):
+        raise WeakLabelError(f"{path}: its __meta__ entry lacks protocol, value or seed; {NOT_A_LABEL_FILE}")
+    for scene, idx in chosen.items():
+        if idx.ndim != 1 or idx.dtype.kind not in "iu":
+            raise WeakLabelError(f"{path}: scene {scene!r} holds {idx.dtype} of shape {idx.shape}, not point indices")
+    return {k: v.astype(np.int64) for k, v in chosen.items()}, meta
 
 
 def check_against(path, chosen, scenes_labels):
