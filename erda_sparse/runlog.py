@@ -52,19 +52,32 @@ class RunLog:
         rec = self.records()
         tr = [r for r in rec if r["kind"] == "train_epoch"]
         va = [r for r in rec if r["kind"] == "val"]
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+        fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+        ep = [r["epoch"] for r in tr]
+
+        def lines(ax, keys, scale=1.0):
+            for key, label in keys:
+                pts = [(r["epoch"], scale * r[key]) for r in tr if r.get(key) is not None]
+                if pts:
+                    ax.plot(*zip(*pts), label=label)
+            if ax.lines:
+                ax.legend(fontsize=8)
+
         if tr:
-            axes[0].plot([r["epoch"] for r in tr], [r["loss"] for r in tr], label="total")
-            for key in ("ce", "erda"):
-                if key in tr[0]:
-                    axes[0].plot([r["epoch"] for r in tr], [r[key] for r in tr], label=key)
-        axes[0].set_xlabel("epoch")
-        axes[0].set_title("training loss")
-        axes[0].legend()
+            axes[0, 0].plot(ep, [r["loss"] for r in tr], label="total")
+        lines(axes[0, 0], (("ce", "CE (labeled)"), ("erda", "ERDA (unlabeled)")))
+        axes[0, 0].set_title("training loss terms")
         if va:
-            axes[1].plot([r["epoch"] for r in va], [100 * r["miou"] for r in va], marker="o")
-        axes[1].set_xlabel("epoch")
-        axes[1].set_title("validation mIoU (%)")
+            axes[0, 1].plot([r["epoch"] for r in va], [100 * r["miou"] for r in va], marker="o")
+        axes[0, 1].set_title("validation mIoU (%)")
+        lines(axes[1, 0], (("pseudo_acc", "argmax p (pseudo head)"), ("seg_acc", "argmax q (network)"),
+                           ("max_p", "mean max p")), scale=100)
+        axes[1, 0].set_title("unlabeled training voxels (%)")
+        lines(axes[1, 1], (("grad_ce", "|dL/dz| labeled rows"), ("grad_erda", "|dL/dz| ERDA rows"),
+                           ("grad_pseudo", "|dL/ds| ERDA rows")))
+        axes[1, 1].set_title("gradient norms at the logits")
+        for ax in axes[1]:
+            ax.set_xlabel("epoch")
         fig.tight_layout()
         path = os.path.join(self.out_dir, "curves.png")
         fig.savefig(path, dpi=100)

@@ -37,7 +37,9 @@ from .data import IGNORE_LABEL, cache, scannet, synthetic, weak_labels
 from .data.loader import VoxelScenes, collate, make_loader
 from .metrics import confusion, scores, table
 from .models import minkunet
-from .models.pseudo_head import PseudoLabelHead
+from .engine.criterion import ErdaCriterion
+from .engine.diagnostics import EpochDiagnostics
+from .models.pseudo_head import PROTO_FEATURES, PROTO_INITS, PseudoLabelHead
 from .runlog import RunLog
 from .threads import set_threads
 
@@ -80,7 +82,16 @@ def parse_args(argv=None):
     p.add_argument("--entropy-weight", type=nonneg_float, default=1.0)
     p.add_argument("--erda-weight", type=nonneg_float, default=0.1)
     p.add_argument("--erda-points", default="unlabeled", choices=ops.ERDA_POINTS)
-    p.add_argument("--detach-pseudo", action="store_true")
+    p.add_argument("--detach-pseudo", action="store_true", help="no gradient into the pseudo-label head")
+    p.add_argument("--erda-warmup", type=cli.nonnegative_int, default=0,
+                   help="epochs over which the ERDA weight ramps up linearly from 0 (default 0: none)")
+    p.add_argument("--pseudo-tau", type=pos_float, default=1.0, help="temperature of the pseudo logits cos / tau")
+    p.add_argument("--proto-init", default="first", choices=PROTO_INITS,
+                   help="prototypes start as a class's first batch mean, or random (Xavier)")
+    p.add_argument("--proto-features", default="normalized", choices=PROTO_FEATURES,
+                   help="the prototype EMA averages unit-length or raw projected features")
+    p.add_argument("--proto-momentum", type=cli.finite_float(0.0, low_open=False, high=1.0), default=0.999)
+    p.add_argument("--grad-clip", type=pos_float, default=None, help="clip the gradient norm at this value")
     p.add_argument("--with-xyz", action="store_true", help="add voxel coordinates to the colour features")
     p.add_argument("--ckpt-every", type=pos_int, default=None,
                    help="checkpoint every K steps too (default: epoch ends only)")
@@ -340,7 +351,9 @@ def _run(args, device, rank, world, lead, say, resume, preloaded):
 
     in_ch = 6 if args.with_xyz else 3
     model = minkunet.build(args.model, in_ch, scannet.NUM_CLASSES)
-    head = PseudoLabelHead(model.feature_dim, scannet.NUM_CLASSES) if args.loss == "erda" else None
+    head = PseudoLabelHead(model.feature_dim, scannet.NUM_CLASSES, momentum=args.proto_momentum, tau=args.pseudo_tau,
+                           proto_init=args.proto_init, proto_features=args.proto_features) \
+        if args.loss == "erda" else None
     net = Net(model, head)
     if world > 1:
         net = ddp.convert_sync_batchnorm(net, device.type)
@@ -364,6 +377,14 @@ def _run(args, device, rank, world, lead, say, resume, preloaded):
         set_rng_state(resume_state["rng"])
         say(f"resumed from {ckpt_path} at epoch {start_epoch + 1}, batch {start_batch} (step {step})", flush=True)
     dnet = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    criterion = ErdaCriterion(args.loss, args.distance, args.entropy_weight, args.erda_weight, args.erda_points,
+                              args.detach_pseudo, all_reduce=ddp.all_reduce, world=world)
+    warmup_steps = args.erda_warmup * steps_per_epoch
+
+    def erda_weight_at(t):
+        """--erda-weight, ramped up linearly over the first --erda-warmup epochs."""
+        return args.erda_weight * min(1.0, (t + 1) / warmup_steps) if warmup_steps else args.erda_weight
+
     log = RunLog(out_dir, enabled=lead)
     reduce_fn = ddp.all_reduce if world > 1 else None
     stop = StopRequest()
@@ -397,7 +418,8 @@ def _run(args, device, rank, world, lead, say, resume, preloaded):
         sampler = ddp.StepBatches(len(train_ds), args.batch_size, args.seed, epoch, rank, world, start=first)
         loader = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate,
                                              num_workers=args.workers)
-        sums = {"loss": 0.0, "ce": 0.0, "erda": 0.0}
+        sums = {"loss": 0.0}
+        diag = EpochDiagnostics()
         n_batches = 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, file=sys.stdout,
                    disable=not (lead and sys.stdout.isatty()))
@@ -406,42 +428,29 @@ def _run(args, device, rank, world, lead, say, resume, preloaded):
         for i, batch in enumerate(bar, start=first):
             labels = batch["labels"].to(device)
             z, g, s = dnet(sparse_input(batch, device))
-            # global-batch normalisation: sums over this process, divided by the counts over all processes
-            # and multiplied by the world size (DDP averages gradients), so K processes with batch B train
-            # like one process with batch K * B
-            n_lab_local = (labels != IGNORE_LABEL).sum()
-            n_set_local = labels.numel() - n_lab_local if args.erda_points == "unlabeled" else labels.numel()
-            counts = ddp.all_reduce(torch.stack([n_lab_local, torch.as_tensor(n_set_local)]).double().cpu())
-            n_lab, n_set = max(counts[0].item(), 1.0), max(counts[1].item(), 1.0)
-            if s is None:
-                s = z.detach()
-                loss = ops.erda_loss(s, z, labels, erda_weight=0.0, ce_weight=world / n_lab, reduction="sum")
-            else:
-                loss = ops.erda_loss(s, z, labels, distance=args.distance, entropy_weight=args.entropy_weight,
-                                     erda_weight=args.erda_weight * world / n_set, ce_weight=world / n_lab,
-                                     erda_points=args.erda_points, detach_pseudo=args.detach_pseudo, reduction="sum")
-            total = ddp.all_reduce(loss.detach().cpu()).item() / world
+            criterion.erda_weight = erda_weight_at(step)
+            terms = criterion(s, z, labels)
+            total = ddp.all_reduce(terms.total.detach().cpu()).item() / world
             if not math.isfinite(total):
                 raise TrainingError(
                     f"step {step + 1} (epoch {epoch + 1}, batch {i + 1}): the training loss is {total}; the run "
                     f"stopped before this step changed anything, and the newest good checkpoint is kept in {out_dir} "
                     "(a lower --lr may help)")
+            diag.watch(s, z, terms)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            terms.total.backward()
+            if args.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
             opt.step()
             sched.step()
             if head is not None:
                 net.head.update_prototypes(g, labels, reduce_fn=reduce_fn)
-            with torch.no_grad():  # the two terms (this process's batch), for the record
-                ce = ops.erda_loss(s.detach(), z.detach(), labels, erda_weight=0.0).item()
-                er = ops.erda_loss(s.detach(), z.detach(), labels, ce_weight=0.0, distance=args.distance,
-                                   entropy_weight=args.entropy_weight, erda_points=args.erda_points).item()
+            diag.step(s, z, terms, batch["full_labels"].to(device))
+            ce, er = terms.ce, terms.erda
             step += 1
             n_batches += 1
             points += len(batch["coords"])
             sums["loss"] += total
-            sums["ce"] += ce
-            sums["erda"] += er
             rate = points * world / max(time.perf_counter() - t0, 1e-9)
             bar.set_postfix(loss=f"{total:.3f}", ce=f"{ce:.3f}", erda=f"{er:.3f}", lr=f"{sched.get_last_lr()[0]:.4f}",
                             vox_s=f"{rate:.0f}")
@@ -461,9 +470,13 @@ def _run(args, device, rank, world, lead, say, resume, preloaded):
         if exit_signal:
             break
         means = {k: v / max(n_batches, 1) for k, v in sums.items()}
+        means.update(diag.summary(net.head if head is not None else None))
         log.record("train_epoch", step, epoch=epoch + 1, **means, seconds=time.perf_counter() - t0)
-        say(f"epoch {epoch + 1}/{args.epochs}: loss {means['loss']:.4f} (ce {means['ce']:.4f}, erda "
-            f"{means['erda']:.4f}), lr {sched.get_last_lr()[0]:.4f}, "
+        pseudo = (f"; unlabeled accuracy p {100 * means['pseudo_acc']:.1f}% q {100 * means['seg_acc']:.1f}%, "
+                  f"max p {means['max_p']:.2f}" if "pseudo_acc" in means else
+                  f"; unlabeled accuracy q {100 * means['seg_acc']:.1f}%" if "seg_acc" in means else "")
+        say(f"epoch {epoch + 1}/{args.epochs}: loss {means['loss']:.4f} (ce {means.get('ce', float('nan')):.4f}, erda "
+            f"{means.get('erda', float('nan')):.4f}){pseudo}, lr {sched.get_last_lr()[0]:.4f}, "
             f"{points * world / (time.perf_counter() - t0):.0f} voxels/s", flush=True)
         last_epoch = done or epoch + 1 == args.epochs
         improved = None

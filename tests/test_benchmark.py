@@ -38,3 +38,26 @@ def test_quick_mode_leaves_compile_out_unless_asked(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     rows = json.loads(out.read_text())["results"]
     assert len(rows) == 2 and all("compile" not in row and row["fused"]["median_ms"] > 0 for row in rows)
+
+
+def test_label_efficiency_quick_runs_arms_on_shared_labels_and_reports(tmp_path):
+    out = tmp_path / "le"
+    env = {**__import__("os").environ, "ERDA_CACHE_DIR": str(tmp_path / "cache")}
+    cmd = [sys.executable, "benchmarks/label_efficiency.py", "--quick", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "full - CE (the gap labels leave)" in r.stdout and "erda - CE" in r.stdout
+    data = json.loads((out / "results.json").read_text())
+    assert set(data["results"]) == {"erda", "ce", "full"}
+    for arm, per_seed in data["results"].items():
+        (run,) = per_seed.values()
+        assert 0 <= run["final"] <= run["best"] <= 1 and run["curve"]
+        # unlabeled-voxel diagnostics where there are unlabeled voxels; the pseudo head's only with ERDA
+        assert ("seg_acc" in run["last_epoch"]) == (arm != "full")
+        assert ("pseudo_acc" in run["last_epoch"]) == (arm == "erda")
+    cmds = {arm: json.loads((out / "runs" / f"{arm}-s0" / "command.json").read_text()) for arm in ("erda", "ce")}
+    label_file = str((out / "labels-s0.npz").resolve())
+    assert all(c[c.index("--label-file") + 1] == label_file for c in cmds.values())  # the same weak labels
+    assert (out / "label_efficiency.png").is_file()
+    r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    assert r2.returncode == 0 and r2.stdout.count(": reused") == 3  # finished runs are not trained again

@@ -300,7 +300,7 @@ def test_non_finite_training_stops_naming_the_step_and_keeps_good_checkpoints(sh
 
     def poisoned(*a, **k):
         loss = real(*a, **k)
-        if k.get("reduction") == "sum":
+        if k.get("reduction") == "none":  # the training step's one call
             calls.append(1)
             if where == "loss" and len(calls) == 1:
                 return loss * float("nan")

@@ -12,6 +12,7 @@ class VoxelScenes(torch.utils.data.Dataset):
     weak: {scene: chosen indices} (None: every annotated point is labeled). train=True augments (seeded by
     (seed, epoch, index): call set_epoch each epoch); validation does not. Each sample holds:
       coords (M, 3) int32 voxel coordinates, feats (M, F) float32, labels (M,) int64 weak voxel labels,
+      full_labels (M,) int64 every voxel's ground truth (for diagnostics only, never for training),
       weak_mask (M,) bool, inverse (N',) int64 voxel of every kept original point, point_labels (N',)
       int16 the full labels of those points, point_index (N',) which original points were kept, scene.
     """
@@ -49,13 +50,15 @@ class VoxelScenes(torch.utils.data.Dataset):
             weak = weak[kept]
         vox, index, inverse = voxelize(coords, self.voxel_size)
         labels = voxel_labels(weak, inverse, len(vox))
+        full = s.labels[kept]
         return {
             "coords": vox,
             "feats": features(colors[index], coords[index], self.with_xyz),
             "labels": labels,
+            "full_labels": voxel_labels(full, inverse, len(vox)),
             "weak_mask": labels != IGNORE_LABEL,
             "inverse": inverse,
-            "point_labels": s.labels[kept],
+            "point_labels": full,
             "point_index": kept,
             "scene": s.name,
         }
@@ -72,6 +75,7 @@ def collate(samples):
         "coords": coords,
         "feats": torch.from_numpy(np.concatenate([s["feats"] for s in samples])),
         "labels": torch.from_numpy(np.concatenate([s["labels"] for s in samples])),
+        "full_labels": torch.from_numpy(np.concatenate([s["full_labels"] for s in samples])),
         "weak_mask": torch.from_numpy(np.concatenate([s["weak_mask"] for s in samples])),
         "offsets": torch.tensor(np.concatenate([[0], np.cumsum(counts)]), dtype=torch.int64),
         "inverse": [torch.from_numpy(s["inverse"]) for s in samples],
