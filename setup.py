@@ -46,7 +46,7 @@ def extension():
     sources = [rel(os.path.join(HERE, "csrc", "ops.cpp"))]
     sources += sorted(rel(p) for p in glob.glob(os.path.join(HERE, "csrc", "cpu", "*.cpp")))
     # -fopenmp: at::parallel_for is inline OpenMP; GOMP symbols resolve to the libgomp torch already loads.
-    cxx = ["-O3", "-fvisibility=hidden", "-fopenmp"]
+    cxx = ["-O3", "-fvisibility=hidden", "-fopenmp", "-Wall", "-Wextra"]
     if want_cuda():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
         sources += sorted(rel(p) for p in glob.glob(os.path.join(HERE, "csrc", "cuda", "*.cpp")))

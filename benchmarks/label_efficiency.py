@@ -215,7 +215,8 @@ def collect(args, outs):
 def paired(res, a, b, key):
     """a - b per seed where both ran."""
     seeds = sorted(set(res.get(a, {})) & set(res.get(b, {})))
-    diffs = [res[a][s][key] - res[b][s][key] for s in seeds if res[a][s][key] is not None and res[b][s][key] is not None]
+    diffs = [res[a][s][key] - res[b][s][key] for s in seeds
+             if res[a][s][key] is not None and res[b][s][key] is not None]
     return summarise(diffs)
 
 
@@ -233,7 +234,8 @@ def report(args, res, shares):
     for name, per_seed in res.items():
         b = summarise([r["best"] for r in per_seed.values()])
         f = summarise([r["final"] for r in per_seed.values()])
-        seeds = "  ".join(f"s{s}: {pct(r['best']).strip()}/{pct(r['final']).strip()}" for s, r in sorted(per_seed.items()))
+        seeds = "  ".join(f"s{s}: {pct(r['best']).strip()}/{pct(r['final']).strip()}"
+                          for s, r in sorted(per_seed.items()))
         lines.append(f"{name:<14} {pct(b['mean'])} ± {pct(b['std']).strip():>5}   {pct(f['mean'])} ± "
                      f"{pct(f['std']).strip():>5}   {seeds}")
     for a, b, what in (("full", "ce", "full - CE (the gap labels leave)"),) + tuple(
@@ -241,12 +243,14 @@ def report(args, res, shares):
         if a in res and b in res:
             d_best, d_final = paired(res, a, b, "best"), paired(res, a, b, "final")
             lines.append(f"{what:<34} best {pct(d_best['mean'])} ± {pct(d_best['std']).strip():>5} (min "
-                         f"{pct(d_best['min']).strip()})   final {pct(d_final['mean'])} ± {pct(d_final['std']).strip():>5}"
-                         f" (min {pct(d_final['min']).strip()})")
-    lines.append("diagnostics of the last epoch (mean over seeds): unlabeled accuracy of argmax p / argmax q, mean max p")
+                         f"{pct(d_best['min']).strip()})   final {pct(d_final['mean'])} ± "
+                         f"{pct(d_final['std']).strip():>5} (min {pct(d_final['min']).strip()})")
+    lines.append("diagnostics of the last epoch (mean over seeds): unlabeled accuracy of argmax p / argmax q, "
+                 "mean max p")
     for name, per_seed in res.items():
         last = [r["last_epoch"] for r in per_seed.values()]
-        def m(key):
+
+        def m(key, last=last):
             vals = [x[key] for x in last if x.get(key) is not None]
             return statistics.fmean(vals) if vals else None
         max_p = m("max_p")

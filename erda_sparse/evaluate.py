@@ -10,10 +10,11 @@ import torch
 
 from . import cli
 from .checkpoint import CheckpointError, load_run_checkpoint
-from .errors import UsageError
 from .data import cache, scannet
+from .engine.evaluator import evaluate
+from .errors import UsageError
 from .metrics import scores, table
-from .models import minkunet
+from .models.segmentor import build_model
 
 
 def write_prediction_ply(path, scene, pred):
@@ -35,8 +36,6 @@ def main(argv=None):
 
 
 def run(argv=None):
-    from .train import evaluate
-
     p = cli.Parser(prog="python -m erda_sparse.evaluate", description=__doc__)
     p.add_argument("--ckpt", required=True, help="a run's best.pt or ckpt-<step>.pt")
     p.add_argument("--data-root", default=None, help="default: the data root the checkpoint was trained on")
@@ -50,7 +49,8 @@ def run(argv=None):
     except CheckpointError as exc:
         raise CheckpointError(f"--ckpt {exc}") from None
     cfg = state["config"]
-    root, flag = (args.data_root, "--data-root") if args.data_root else (cfg.get("data_root"), "the checkpoint's data root")
+    root, flag = (args.data_root, "--data-root") if args.data_root else \
+        (cfg.get("data_root"), "the checkpoint's data root")
     problem = scannet.root_problem(root, (args.split,)) if root else "none recorded in the checkpoint"
     if problem:
         raise UsageError(f"{flag} {root}: not a ScanNet v2 folder: {problem}")
@@ -59,7 +59,7 @@ def run(argv=None):
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), f"eval-{args.split}")
     cli.writable_folder(out, "--out")
     device = torch.device(args.device)
-    model = minkunet.build(cfg["model"], 6 if cfg.get("with_xyz") else 3, cfg["num_classes"]).to(device)
+    model = build_model(cfg).backbone.to(device)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:

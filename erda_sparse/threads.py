@@ -23,8 +23,7 @@ def loaded_runtimes():
     """(path, setter name) of each OpenMP / OpenBLAS library mapped into this process (Linux; [] elsewhere)."""
     try:
         with open("/proc/self/maps") as f:
-            paths = {line.split()[-1] for line in f if line.rstrip().endswith(tuple(".so" + s for s in ("", ".0", ".1")))
-                     or ".so." in line}
+            paths = {line.split()[-1] for line in f if ".so" in line}
     except OSError:
         return []
     found = []

@@ -259,7 +259,7 @@ def short_run(env, capsys):
 def test_resume_with_another_model_and_evaluate_on_a_foreign_checkpoint(short_run, env, capsys):
     status, _, err = call(train.main, ["--scannet", *FAST, "--epochs", "2", "--out", str(short_run), "--resume",
                                        "--model", "MinkUNet14B"], capsys)
-    assert_one_line_error(status, err, "--resume with model 'MinkUNet14B'", "--model")
+    assert_one_line_error(status, err, "--model 'MinkUNet14B' (the run has 'MinkUNet14A')")
     foreign = env / "foreign.pt"
     for obj in ({"state_dict": {"w": torch.zeros(2)}}, torch.zeros(3), [1, 2]):
         torch.save(obj, foreign)
@@ -309,8 +309,8 @@ def test_non_finite_training_stops_naming_the_step_and_keeps_good_checkpoints(sh
         return loss
 
     monkeypatch.setattr(train.ops, "erda_loss", poisoned)
-    status, out, err = call(train.main, ["--scannet", *FAST, "--epochs", "3", "--out", str(short_run), "--resume"],
-                            capsys)
+    status, out, err = call(train.main, ["--scannet", *FAST, "--epochs", "3", "--out", str(short_run), "--resume",
+                                         "--extend"], capsys)
     step = 3 if where == "loss" else 4
     assert_one_line_error(status, err, f"step {step}", code=1)
     assert ("training loss is nan" if where == "loss" else "non-finite values") in err

@@ -67,7 +67,8 @@ def test_errors_name_the_file_and_problem(tmp_path):
     write_scene(root, "a", n=20)
     write_scene(root, "b", n=20, n_labels=19)
     write_split(root, "train", ["a", "b"])
-    with pytest.raises(scannet.ScanNetError, match=r"b_vh_clean_2.labels.ply: 19 vertices, but .*b_vh_clean_2.ply has 20"):
+    with pytest.raises(scannet.ScanNetError,
+                       match=r"b_vh_clean_2.labels.ply: 19 vertices, but .*b_vh_clean_2.ply has 20"):
         scannet.read_scene(str(root), "b")
     os.remove(root / "scans" / "a" / "a_vh_clean_2.labels.ply")
     with pytest.raises(scannet.ScanNetError, match=r"a_vh_clean_2.labels.ply: labels file missing for train scene 'a'"):
@@ -128,7 +129,8 @@ def test_real_scannet_sample(scannet_sample, tmp_path):
         expected = np.array([scannet.NYU40_IDS.index(v) if v in scannet.NYU40_IDS else IGNORE_LABEL for v in raw])
         np.testing.assert_array_equal(s.labels, expected)  # the map, element by element
         hist = np.bincount(s.labels[s.labels >= 0], minlength=20)
-        assert hist[scannet.CLASS_NAMES.index("wall")] > 0.05 * n and hist[scannet.CLASS_NAMES.index("floor")] > 0.05 * n
+        names = scannet.CLASS_NAMES
+        assert hist[names.index("wall")] > 0.05 * n and hist[names.index("floor")] > 0.05 * n
         assert (hist > 0).sum() >= 8 and (s.labels == IGNORE_LABEL).mean() < 0.5
         assert 0.0 < s.coords[:, 2].min() + 0.5 and s.coords[:, 2].max() < 5.0  # axis-aligned, floor near z = 0
     all_raw = np.concatenate([PlyData.read(scannet.labels_path(root, sc))["vertex"]["label"] for sc in counts])

@@ -5,9 +5,9 @@ import math
 
 import pytest
 import torch
+from _erda_cases import assert_close, cpu_capabilities, make_inputs, reference64, run
 
 import erda_sparse.ops as ops
-from _erda_cases import assert_close, cpu_capabilities, make_inputs, reference64, run
 
 CAPS = cpu_capabilities()
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -77,8 +77,9 @@ def test_gradcheck_float64(cap, distance, reduction, erda_points):
 @pytest.mark.parametrize("reduction", ops.REDUCTIONS)
 def test_opcheck(cap, reduction):
     s, z, labels = make_inputs(33, 20, torch.float32, seed=5)
-    for lab, dist, erda_all, need in ((labels, "kl", False, (True, True)), (None, "js", True, (False, True)),
-                                      (labels, "mse", True, (True, False)), (labels, "reverse_kl", False, (False, False))):
+    cases = ((labels, "kl", False, (True, True)), (None, "js", True, (False, True)),
+             (labels, "mse", True, (True, False)), (labels, "reverse_kl", False, (False, False)))
+    for lab, dist, erda_all, need in cases:
         args = (s.clone().requires_grad_(need[0]), z.clone().requires_grad_(need[1]), lab, dist, 1.0, 0.1, 1.0, -1,
                 erda_all, reduction, *need)
         torch.library.opcheck(torch.ops.erda_sparse.erda_loss.default, args)
@@ -151,7 +152,8 @@ def test_every_small_class_count(cap, dtype):
     """C = 1 .. 17: whole and partial vectors of classes, whole blocks of 8 rows and a partial one."""
     for c in range(1, 18):
         s, z, labels = make_inputs(29, c, dtype, seed=100 + c)
-        check_against_reference(s, z, labels, distance="kl", reduction="none", grad=torch.randn(29, dtype=torch.float64))
+        check_against_reference(s, z, labels, distance="kl", reduction="none",
+                                grad=torch.randn(29, dtype=torch.float64))
 
 
 def test_one_class(cap):

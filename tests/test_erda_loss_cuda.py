@@ -3,9 +3,9 @@ import itertools
 
 import pytest
 import torch
+from _erda_cases import assert_close, make_inputs, reference64, run
 
 import erda_sparse.ops as ops
-from _erda_cases import assert_close, make_inputs, reference64, run
 
 pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and ops.cuda_built()),
                                 reason="needs a CUDA device and erda_sparse built with its CUDA kernels")

@@ -50,7 +50,8 @@ def test_forward_shapes_and_unknown_name():
 
     torch.manual_seed(0)
     coords = torch.unique(torch.randint(0, 24, (600, 3)), dim=0).int()
-    x = ME.SparseTensor(torch.randn(len(coords), 3), coordinates=torch.cat([torch.zeros(len(coords), 1).int(), coords], 1))
+    batch_coords = torch.cat([torch.zeros(len(coords), 1).int(), coords], 1)
+    x = ME.SparseTensor(torch.randn(len(coords), 3), coordinates=batch_coords)
     model = minkunet.build("MinkUNet14A", 3, 20).eval()
     feats, logits = model(x)
     assert logits.F.shape == (len(coords), 20) and feats.F.shape == (len(coords), 96)

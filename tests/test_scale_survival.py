@@ -136,8 +136,8 @@ def test_resume_refuses_another_data_root_or_label_file(env, tmp_path):
 
     synthetic.write_dataset(str(other), rooms=2, seed=5)
     r = run(TINY + ["--epochs", "2", "--out", str(out), "--resume", "--data-root", str(other)], e, tmp, check=False)
-    assert r.returncode != 0 and "--resume with data_root" in r.stderr
+    assert r.returncode == 2 and f"--data-root {str(other)!r} (the run has" in r.stderr
     wrong = tmp / "labels_other.npz"
     os.link(out / "labels.npz", wrong)
     r = run(TINY + ["--epochs", "2", "--out", str(out), "--resume", "--label-file", str(wrong)], e, tmp, check=False)
-    assert r.returncode != 0 and "--resume with --label-file" in r.stderr
+    assert r.returncode == 2 and f"--label-file {str(wrong)!r} (the run has" in r.stderr

@@ -12,7 +12,8 @@ import torch
 from plyfile import PlyData
 
 from erda_sparse import train
-from erda_sparse.checkpoint import CheckpointError, latest, listed
+from erda_sparse.checkpoint import latest, listed
+from erda_sparse.errors import UsageError
 from erda_sparse.metrics import confusion, scores
 from erda_sparse.models import minkunet
 from erda_sparse.models.pseudo_head import PseudoLabelHead
@@ -77,10 +78,10 @@ def test_resume_continues_and_refuses_another_model(env):
     base = TINY + ["--synthetic-rooms", "3", "--out", str(out)]
     train.main(base + ["--epochs", "1"])
     first = latest(str(out))[1]
-    train.main(base + ["--epochs", "2", "--resume"])
+    train.main(base + ["--epochs", "2", "--resume", "--extend"])
     second = latest(str(out))[1]
     assert (first["epoch"], second["epoch"]) == (1, 2) and second["step"] == 2 * first["step"]
-    with pytest.raises(CheckpointError, match="--resume with model 'MinkUNet14B'"):
+    with pytest.raises(UsageError, match="--model 'MinkUNet14B' \\(the run has 'MinkUNet14A'\\)"):
         train.train(base + ["--epochs", "3", "--resume", "--model", "MinkUNet14B"])
 
 

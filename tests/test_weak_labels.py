@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from erda_sparse.data import IGNORE_LABEL, weak_labels as wl
+from erda_sparse.data import IGNORE_LABEL
+from erda_sparse.data import weak_labels as wl
 
 
 def scene_labels(seed=0, n=5000):

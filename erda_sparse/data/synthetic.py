@@ -248,7 +248,7 @@ def _mesh(room, rng, target_points):
     spacing = math.sqrt(areas.sum() / target_points)
     verts, cols, labs, faces = [], [], [], []
     n0 = 0
-    for (o, u, v, label, color, _), area in zip(room.rects, areas):
+    for o, u, v, label, color, _ in room.rects:
         nu = max(2, int(round(np.linalg.norm(u) / spacing)) + 1)
         nv = max(2, int(round(np.linalg.norm(v) / spacing)) + 1)
         a, b = np.meshgrid(np.linspace(0, 1, nu), np.linspace(0, 1, nv), indexing="ij")

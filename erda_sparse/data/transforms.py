@@ -45,7 +45,7 @@ def elastic_distortion(coords, granularity, magnitude, rng):
             pad = [(0, 0)] * 4
             pad[ax] = (1, 1)
             p = np.pad(noise, pad, mode="edge")
-            sl = lambda a, b: tuple(slice(a, p.shape[ax] - b) if i == ax else slice(None) for i in range(4))  # noqa: E731
+            sl = lambda a, b: tuple(slice(a, p.shape[ax] - b) if i == ax else slice(None) for i in range(4))  # noqa: E731, B023
             noise = (p[sl(0, 2)] + p[sl(1, 1)] + p[sl(2, 0)]) / 3
     g = (coords - lo) / granularity
     i0 = np.clip(np.floor(g).astype(int), 0, dims - 2)
@@ -54,7 +54,8 @@ def elastic_distortion(coords, granularity, magnitude, rng):
     for dx in (0, 1):
         for dy in (0, 1):
             for dz in (0, 1):
-                w = (t[:, 0] if dx else 1 - t[:, 0]) * (t[:, 1] if dy else 1 - t[:, 1]) * (t[:, 2] if dz else 1 - t[:, 2])
+                w = ((t[:, 0] if dx else 1 - t[:, 0]) * (t[:, 1] if dy else 1 - t[:, 1])
+                     * (t[:, 2] if dz else 1 - t[:, 2]))
                 out += w[:, None] * noise[i0[:, 0] + dx, i0[:, 1] + dy, i0[:, 2] + dz]
     return coords + out * magnitude
 

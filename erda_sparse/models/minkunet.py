@@ -71,8 +71,8 @@ class MinkUNet(nn.Module):
         self.enc = nn.ModuleList([_stage(enc_in[i], P[i], L[i]) for i in range(4)])
         skips = [P[2], P[1], P[0], INIT_DIM]  # encoder features of the same stride, deepest first
         dec_in = [P[3], P[4], P[5], P[6]]
-        self.up = nn.ModuleList([nn.Sequential(convtr(dec_in[i], P[4 + i]), bn(P[4 + i]), ME.MinkowskiReLU(inplace=True))
-                                 for i in range(4)])
+        self.up = nn.ModuleList([
+            nn.Sequential(convtr(dec_in[i], P[4 + i]), bn(P[4 + i]), ME.MinkowskiReLU(inplace=True)) for i in range(4)])
         self.dec = nn.ModuleList([_stage(P[4 + i] + skips[i], P[4 + i], L[4 + i]) for i in range(4)])
         self.final = ME.MinkowskiConvolution(P[7], num_classes, kernel_size=1, bias=True, dimension=D)
         self.feature_dim = P[7]

@@ -39,7 +39,8 @@ def check_erda_args(pseudo_logits, logits, labels, *, distance, entropy_weight, 
         raise ValueError(f"erda_loss: logits must have at least one class, got shape {tuple(logits.shape)}")
     if pseudo_logits.dtype != logits.dtype:
         raise ValueError(
-            f"erda_loss: pseudo_logits and logits must have the same dtype, got {pseudo_logits.dtype} and {logits.dtype}"
+            "erda_loss: pseudo_logits and logits must have the same dtype, "
+            f"got {pseudo_logits.dtype} and {logits.dtype}"
         )
     if pseudo_logits.device != logits.device:
         raise ValueError(

@@ -52,7 +52,8 @@ def erda_loss(pseudo_logits, logits, labels=None, *, distance="kl", entropy_weig
         if not torch.compiler.is_compiling() and bool(bad.any()):  # a data-dependent check: eager only
             i = int(bad.nonzero()[0, 0])
             raise ValueError(
-                f"erda_loss: labels[{i}] = {int(labels[i])} is neither a class in [0, {C}) nor ignore_index ({ignore_index})"
+                f"erda_loss: labels[{i}] = {int(labels[i])} is neither a class in [0, {C}) "
+                f"nor ignore_index ({ignore_index})"
             )
         y = torch.where(labeled, labels, torch.zeros_like(labels))
     in_set = torch.ones_like(labeled) if erda_points == "all" else ~labeled
