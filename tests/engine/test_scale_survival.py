@@ -13,6 +13,8 @@ import torch
 
 from erda_sparse.checkpoint import latest, listed
 
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
+
 TINY = ["--scannet", "--model", "MinkUNet14A", "--voxel-size", "0.1", "--threads", "1", "--synthetic-rooms", "4"]
 
 

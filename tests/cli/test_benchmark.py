@@ -4,7 +4,9 @@ import pathlib
 import subprocess
 import sys
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
 BENCH = REPO / "benchmarks" / "loss_throughput.py"
 
 
@@ -40,6 +42,7 @@ def test_quick_mode_leaves_compile_out_unless_asked(tmp_path):
     assert len(rows) == 2 and all("compile" not in row and row["fused"]["median_ms"] > 0 for row in rows)
 
 
+@pytest.mark.slow
 def test_label_efficiency_quick_runs_arms_on_shared_labels_and_reports(tmp_path):
     out = tmp_path / "le"
     env = {**__import__("os").environ, "ERDA_CACHE_DIR": str(tmp_path / "cache")}

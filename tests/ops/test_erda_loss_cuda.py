@@ -7,8 +7,9 @@ from _erda_cases import assert_close, make_inputs, reference64, run
 
 import erda_sparse.ops as ops
 
-pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and ops.cuda_built()),
-                                reason="needs a CUDA device and erda_sparse built with its CUDA kernels")
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not (torch.cuda.is_available() and ops.cuda_built()),
+                                 reason="needs a CUDA device and erda_sparse built with its CUDA kernels")]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 
 

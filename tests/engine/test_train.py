@@ -18,6 +18,8 @@ from erda_sparse.metrics import confusion, scores
 from erda_sparse.models import minkunet
 from erda_sparse.models.pseudo_head import PseudoLabelHead
 
+pytestmark = [pytest.mark.slow]
+
 TINY = ["--scannet", "--model", "MinkUNet14A", "--voxel-size", "0.1", "--batch-size", "1"]
 
 
