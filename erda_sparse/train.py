@@ -189,9 +189,9 @@ def new_config(args, root, kind, world, preloaded):
         labels = {"protocol": protocol, "value": value, "seed": fields["seed"]}
     return Config(data_root=root, data_kind=kind, labels=labels,
                   label_file=os.path.abspath(os.path.join(args.out, "labels.npz")), world_size=world,
-                  num_classes=scannet.NUM_CLASSES, class_names=tuple(scannet.CLASS_NAMES), out=args.out,
-                  device=args.device, keep=args.keep, workers=args.workers,
-                  **{k: v for k, v in fields.items() if k not in RUNTIME_FIELDS})
+                  num_classes=scannet.NUM_CLASSES, class_names=tuple(scannet.CLASS_NAMES),
+                  **{k: v for k, v in fields.items() if k not in RUNTIME_FIELDS},
+                  **{k: getattr(args, k) for k in RUNTIME_FIELDS})
 
 
 def resumed_config(args, ckpt_path, state, world):
