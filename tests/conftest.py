@@ -20,6 +20,16 @@ def scannet_sample():
     return SCANNET_SAMPLE
 
 
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """A run's surroundings of its own: the test's folder as the working directory, its own cache, no
+    $SCANNET_ROOT (the trainer then trains on synthetic rooms)."""
+    monkeypatch.setenv("ERDA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("SCANNET_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 def pytest_configure(config):
     # MinkowskiEngine 0.5.4 instantiates its autograd Functions, which current PyTorch deprecates
     config.addinivalue_line("filterwarnings", "ignore:.*should not be instantiated.*:DeprecationWarning")

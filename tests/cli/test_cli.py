@@ -106,14 +106,6 @@ def assert_one_line_error(status, err, *names, code=2):
         assert name in lines[0], (name, lines[0])
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("ERDA_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("SCANNET_ROOT", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 FLAG_CASES = [
     (["--labels-per-class", "0"], "--labels-per-class"),
     (["--labels-per-class", "-3"], "--labels-per-class"),

@@ -23,14 +23,6 @@ pytestmark = [pytest.mark.slow]
 TINY = ["--scannet", "--model", "MinkUNet14A", "--voxel-size", "0.1", "--batch-size", "1"]
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("ERDA_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("SCANNET_ROOT", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def test_iou_from_a_hand_computed_confusion_matrix():
     target = np.array([0, 0, 0, 1, 1, 2, 2, 2, -1, -1])
     pred = np.array([0, 0, 1, 1, 2, 2, 2, 0, 1, 2])
