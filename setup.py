@@ -55,7 +55,7 @@ def extension():
             "erda_sparse._C",
             sources,
             define_macros=[("ERDA_WITH_CUDA", "1")],
-            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--expt-relaxed-constexpr"]},
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--expt-relaxed-constexpr", "-Xcompiler=-Wall,-Wextra"]},
         )
     return CppExtension("erda_sparse._C", sources, extra_compile_args={"cxx": cxx})
 
