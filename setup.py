@@ -10,7 +10,7 @@ import glob
 import os
 import sys
 
-from setuptools import find_packages, setup
+from setuptools import setup
 
 try:
     import torch
@@ -60,20 +60,9 @@ def extension():
     return CppExtension("erda_sparse._C", sources, extra_compile_args={"cxx": cxx})
 
 
+# The project's metadata (name, version, dependencies, packages) is in pyproject.toml; this file adds what needs
+# the installed torch: the extension and its build command.
 setup(
-    name="erda_sparse",
-    version="0.1.0",
-    description="Sparse-convolution 3D semantic segmentation from very few labels (ERDA), with fused loss kernels",
-    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read()
-    if os.path.exists(os.path.join(HERE, "README.md"))
-    else "",
-    long_description_content_type="text/markdown",
-    packages=find_packages(include=["erda_sparse", "erda_sparse.*"]),
-    python_requires=">=3.9",
-    # torch and MinkowskiEngine are deliberately not listed: both must be installed first, by hand or by
-    # scripts/install.sh (an unpinned torch requirement would pull a multi-GB CUDA build, and
-    # MinkowskiEngine needs build options pip cannot express here).
-    install_requires=["numpy", "plyfile", "tqdm"],
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     zip_safe=False,

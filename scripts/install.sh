@@ -44,7 +44,7 @@ fi
 step "build and runtime dependencies"
 "$PY" -m pip install -q "numpy" "plyfile" "ninja" "pybind11" "setuptools>=64" "wheel" "tqdm" "tensorboard" "matplotlib"
 if [ "$WITH_TEST" = 1 ]; then
-  "$PY" -m pip install -q "pytest>=7" "cmake>=3.18"
+  "$PY" -m pip install -q "pytest>=7" "cmake>=3.18" "ruff"
 fi
 
 # 4. MinkowskiEngine 0.5.4 from source. Its setup.py uninstalls MinkowskiEngine whenever it is evaluated,
