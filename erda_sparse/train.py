@@ -125,6 +125,9 @@ def check_out(args, lead=True):
             return latest(args.out, report=print if lead else (lambda *a: None))
         except CheckpointError as exc:
             raise CheckpointError(f"--resume: {exc}") from None
+    if lead and args.out is None and not os.access(os.getcwd(), os.W_OK):
+        raise UsageError(f"no --out: the run folder would go under ./runs, but {os.getcwd()} cannot be written; "
+                         "give --out")
     if lead and args.out is not None:
         if holds_a_run(args.out):
             raise UsageError(f"--out {args.out}: holds an earlier run (config, checkpoints or logs); pass --resume "
