@@ -85,7 +85,7 @@ def parse_args(argv=None):
     p.add_argument("--proto-features", default=None, choices=PROTO_FEATURES,
                    help="the prototype EMA averages unit-length or raw projected features")
     p.add_argument("--proto-momentum", type=cli.finite_float(0.0, low_open=False, high=1.0), default=None,
-                   help="momentum of the prototypes' EMA (default 0.999)")
+                   help="momentum of the prototypes' EMA (default: auto, 1 - 10 / total steps within [0.5, 0.999])")
     p.add_argument("--grad-clip", type=pos_float, default=None, help="clip the gradient norm at this value")
     p.add_argument("--with-xyz", action="store_true", default=None, help="add voxel coordinates to the colour features")
     p.add_argument("--ckpt-every", type=pos_int, default=None,

@@ -20,6 +20,7 @@ import time
 import torch
 
 from .. import distributed as ddp
+from ..config import auto_proto_momentum
 from ..data import cache, weak_labels
 from ..data.loader import VoxelScenes, collate
 from ..errors import TrainingError
@@ -104,8 +105,14 @@ class Trainer:
                                      seed=cfg.seed, with_xyz=cfg.with_xyz)
         self.steps_per_epoch = ddp.StepBatches(len(self.train_set), cfg.batch_size, cfg.seed, 0, self.rank,
                                                self.world).steps()
+        total = max(1, cfg.epochs * self.steps_per_epoch)
         if not cfg.schedule:
-            self.config = cfg = cfg.replace(schedule=((0, 1.0, max(1, cfg.epochs * self.steps_per_epoch)),))
+            self.config = cfg = cfg.replace(schedule=((0, 1.0, total),))
+        if cfg.proto_momentum is None:
+            self.config = cfg = cfg.replace(proto_momentum=auto_proto_momentum(total))
+            if cfg.loss == "erda":
+                self.say(f"prototype EMA momentum {cfg.proto_momentum:.4g} (auto: a tenth of the run's {total} steps)",
+                         flush=True)
         net = build_model(cfg)
         if self.world > 1:
             net = ddp.convert_sync_batchnorm(net, self.device.type)

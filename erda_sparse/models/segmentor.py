@@ -37,7 +37,7 @@ def build_model(config):
     backbone = minkunet.build(get("model"), in_ch, get("num_classes", 20))
     head = None
     if get("loss", "erda") == "erda":
-        head = PseudoLabelHead(backbone.feature_dim, get("num_classes", 20), momentum=get("proto_momentum", 0.999),
+        head = PseudoLabelHead(backbone.feature_dim, get("num_classes", 20), momentum=get("proto_momentum") or 0.999,
                                tau=get("pseudo_tau", 1.0), proto_init=get("proto_init", "first"),
                                proto_features=get("proto_features", "normalized"))
     return Segmentor(backbone, head)

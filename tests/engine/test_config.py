@@ -5,7 +5,15 @@ import json
 
 import pytest
 
-from erda_sparse.config import DEFAULTS, POLY_POWER, RECIPES, Config, check_resume, extend_schedule
+from erda_sparse.config import (
+    DEFAULTS,
+    POLY_POWER,
+    RECIPES,
+    Config,
+    auto_proto_momentum,
+    check_resume,
+    extend_schedule,
+)
 from erda_sparse.errors import UsageError
 
 
@@ -55,11 +63,18 @@ def test_extend_needs_more_epochs_and_keeps_the_learning_rate_continuous():
     assert longer.lr_factor(105) == pytest.approx(before * (1 - 45 / 90) ** POLY_POWER)
 
 
+def test_auto_prototype_momentum_averages_over_a_tenth_of_the_run():
+    assert auto_proto_momentum(100) == pytest.approx(0.9)  # the synthetic default: 20 epochs of 5 steps
+    assert auto_proto_momentum(280) == pytest.approx(1 - 10 / 280)
+    assert auto_proto_momentum(45000) == 0.999 and auto_proto_momentum(3) == 0.5
+
+
 def test_config_of_an_older_run_loads_with_the_defaults_it_ran_with():
-    old = {k: v for k, v in config().to_dict().items() if k not in ("pseudo_tau", "proto_init", "erda_warmup")}
+    old = {k: v for k, v in config().to_dict().items()
+           if k not in ("pseudo_tau", "proto_init", "erda_warmup", "proto_momentum")}
     old.update(label_ratio=None, synthetic_rooms=12)  # flags the older trainer stored
     c = Config.from_dict(old)
-    assert (c.pseudo_tau, c.proto_init, c.erda_warmup) == (1.0, "first", 0)
+    assert (c.pseudo_tau, c.proto_init, c.erda_warmup, c.proto_momentum) == (1.0, "first", 0, 0.999)
     assert c.extra == {"label_ratio": None, "synthetic_rooms": 12}
     with pytest.raises(ValueError, match="lacks model"):
         Config.from_dict({k: v for k, v in old.items() if k != "model"})

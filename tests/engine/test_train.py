@@ -60,6 +60,7 @@ def test_pseudo_head_trains_through_p_unless_detached(env, detach):
     train.main(args + (["--detach-pseudo"] if detach else []))
     state = latest(str(out))[1]
     assert state["step"] == 1 and state["config"]["max_steps"] == 1  # the runtime flag reached the run
+    assert state["config"]["proto_momentum"] == 0.5  # auto: 1 - 10 / 2 steps, clipped
     torch.manual_seed(0)  # the trainer's initialisation, rebuilt
     minkunet.build("MinkUNet14A", 3, 20)
     head = PseudoLabelHead(96, 20)
