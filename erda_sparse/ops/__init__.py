@@ -1,9 +1,8 @@
 """The fused ERDA loss. `erda_loss` runs the native kernels; `reference.erda_loss` is the same function as
 a plain PyTorch composition."""
-from .. import _C
 from . import reference
 from ._checks import DISTANCES, ERDA_POINTS, REDUCTIONS
-from .loss import erda_loss
+from .loss import _C, erda_loss  # loss.py imports the kernels, with advice when they do not load
 
 
 def cpu_capability():
