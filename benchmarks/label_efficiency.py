@@ -39,7 +39,10 @@ QUICK = dict(model="MinkUNet14A", voxel_size=0.1, epochs=2, batch_size=1, lr=0.1
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from erda_sparse import cli
+
+    p = cli.Parser(prog="benchmarks/label_efficiency.py", description=__doc__,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", default=None, help="a ScanNet v2 folder (default: synthetic rooms)")
     p.add_argument("--arms", default="erda,ce,full", help=f"built-in arms to run, of {', '.join(ARMS)}")
     p.add_argument("--arm", action="append", default=[], metavar="NAME=FLAGS",
