@@ -162,9 +162,6 @@ def find_data(args):
     return root, "synthetic"
 
 
-LABEL_FLAGS = ("label_ratio", "labels_per_scene", "labels_per_class", "full_labels")
-
-
 def label_protocol(args):
     """(protocol, value) the label flags ask for, or None when none was given."""
     if args.full_labels:
@@ -250,11 +247,11 @@ def train(argv=None):
             config = resumed_config(args, *resume, world)
         else:
             root, kind = find_data(args) if lead else (None, None)
+            args.out = args.out or os.path.join("runs", f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
             if ddp.active():  # rank 0 decides (and writes synthetic rooms if needed); the others follow
-                box = [(root, kind, args.out or os.path.join("runs", f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"))]
+                box = [(root, kind, args.out)]
                 torch.distributed.broadcast_object_list(box, src=0)
                 root, kind, args.out = box[0]
-            args.out = args.out or os.path.join("runs", f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
             if lead:
                 cli.writable_folder(args.out, "--out")
             config = new_config(args, root, kind, world, preloaded)
